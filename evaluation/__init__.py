@@ -1,0 +1,1 @@
+"""evaluation of nnunet-genesis (installed as nnunet_genesis.evaluation)."""

@@ -1,0 +1,166 @@
+"""The self-describing Genesis checkpoint format.
+
+A Genesis checkpoint is a ``torch.save``d dict that nnU-Net's own ``-pretrained_weights``
+also accepts::
+
+    {
+      "network_weights": {key: tensor},   # no "module." / "_orig_mod." prefixes
+      "genesis": {...metadata...},        # plain JSON-like values only
+    }
+
+Only tensors, dicts, lists, strings, numbers, booleans and None are stored, so the file
+loads with ``torch.load(weights_only=True)``: checkpoints from outside are untrusted and
+nothing in them may run code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from nnunet_genesis.errors import GenesisUserError
+
+FORMAT_VERSION = 1
+_PREFIXES = ("module.", "_orig_mod.")
+
+# Metadata keys every checkpoint written by this package carries (see README, "Checkpoint format").
+REQUIRED_METADATA = (
+    "format_version",
+    "network_class",  # dotted class name, e.g. dynamic_network_architectures.architectures.unet.PlainConvUNet
+    "network_kwargs",  # JSON-able kwargs as in nnU-Net plans ("arch_kwargs")
+    "network_kwargs_requires_import",  # kwargs whose value is a dotted class name (nnU-Net's _kw_requires_import)
+    "input_channels",
+    "output_channels",
+    "source",  # "pretrain" | "import-v1" | ...
+)
+
+
+@dataclass
+class GenesisCheckpoint:
+    """Weights plus metadata, as read from or written to disk."""
+
+    network_weights: dict[str, torch.Tensor]
+    metadata: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+
+def strip_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Remove DDP's ``module.`` and torch.compile's ``_orig_mod.`` prefixes from every key."""
+    out = {}
+    for key, value in state_dict.items():
+        changed = True
+        while changed:
+            changed = False
+            for p in _PREFIXES:
+                if key.startswith(p):
+                    key = key[len(p):]
+                    changed = True
+        out[key] = value.detach().cpu() if isinstance(value, torch.Tensor) else value
+    return out
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """Write ``obj`` to a temp file in the same folder, then rename: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_checkpoint(path: str | os.PathLike, network_weights: Mapping[str, torch.Tensor],
+                    metadata: Mapping[str, Any]) -> Path:
+    """Save weights and metadata atomically; missing required metadata is a programming error."""
+    meta = dict(metadata)
+    meta.setdefault("format_version", FORMAT_VERSION)
+    missing = [k for k in REQUIRED_METADATA if k not in meta]
+    if missing:
+        raise ValueError(f"Genesis checkpoint metadata lacks {missing}")
+    atomic_torch_save({"network_weights": strip_prefixes(network_weights), "genesis": meta}, path)
+    return Path(path)
+
+
+def load_checkpoint(path: str | os.PathLike, require_metadata: bool = True) -> GenesisCheckpoint:
+    """Load a checkpoint safely (``weights_only=True``) and check its structure.
+
+    Raises GenesisUserError naming the file for: missing file, a pickle that needs code to
+    load (refused, nothing in it runs), a file that is not a checkpoint, or missing metadata.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise GenesisUserError(f"Checkpoint {path} does not exist or is not a file.")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise GenesisUserError(
+            f"Checkpoint {path} was refused: it contains objects that need arbitrary code to "
+            f"unpickle, and checkpoints are loaded with torch.load(weights_only=True) so that "
+            f"nothing in an untrusted file runs. ({first}) Re-save it as a plain dict of tensors "
+            f"and JSON-like metadata, or convert official weights with 'nnunet-genesis import-v1'."
+        ) from None
+    except Exception as e:  # truncated, not a torch file, ...
+        raise GenesisUserError(
+            f"Checkpoint {path} could not be read as a PyTorch file ({type(e).__name__}: "
+            f"{str(e).strip().splitlines()[0] if str(e).strip() else 'no detail'}). "
+            f"It may be truncated or not a checkpoint at all."
+        ) from None
+    if not isinstance(obj, dict) or not isinstance(obj.get("network_weights"), dict):
+        raise GenesisUserError(
+            f"Checkpoint {path} is not a Genesis/nnU-Net checkpoint: expected a dict with a "
+            f"'network_weights' dict of tensors, found "
+            f"{type(obj).__name__} with keys {sorted(obj)[:8] if isinstance(obj, dict) else '-'}."
+        )
+    weights = obj["network_weights"]
+    bad = [k for k, v in weights.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise GenesisUserError(f"Checkpoint {path}: 'network_weights' entry {bad[0]!r} is not a tensor.")
+    meta = obj.get("genesis")
+    if require_metadata:
+        if not isinstance(meta, dict):
+            raise GenesisUserError(
+                f"Checkpoint {path} has network weights but no 'genesis' metadata block, so the "
+                f"network it belongs to is unknown. Use a checkpoint written by 'nnunet-genesis "
+                f"pretrain' or 'nnunet-genesis import-v1'."
+            )
+        missing = [k for k in REQUIRED_METADATA if k not in meta]
+        if missing:
+            raise GenesisUserError(f"Checkpoint {path}: the 'genesis' metadata lacks {missing}.")
+    return GenesisCheckpoint(strip_prefixes(weights), dict(meta or {}), path)
+
+
+def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """sha256 of a file, so a plans variant can pin the exact checkpoint it names."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def package_versions() -> dict[str, str]:
+    """Versions recorded in every checkpoint's metadata."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from nnunet_genesis import __version__
+
+    out = {"nnunet_genesis": __version__, "torch": torch.__version__}
+    for name in ("nnunetv2", "dynamic_network_architectures"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out

@@ -1,0 +1,1 @@
+"""pretraining of nnunet-genesis (installed as nnunet_genesis.pretraining)."""

@@ -1,0 +1,1 @@
+"""trainers of nnunet-genesis (installed as nnunet_genesis.trainers)."""
