@@ -18,7 +18,13 @@ venv: $(BIN)/nnunet-genesis
 demo: venv
 	$(BIN)/nnunet-genesis demo -o demo_output
 
-test: venv
+# nnU-Net v1 (import name `nnunet`) is needed only by the import-v1 equivalence test;
+# --no-deps because its own pins would downgrade nnU-Net v2's dependencies.
+$(VENV)/.test-deps: $(BIN)/nnunet-genesis
+	$(BIN)/python -m pip install --quiet --no-deps nnunet==1.7.1
+	touch $@
+
+test: venv $(VENV)/.test-deps
 	$(BIN)/python -m pytest -q tests
 
 clean:

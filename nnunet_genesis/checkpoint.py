@@ -157,7 +157,8 @@ def package_versions() -> dict[str, str]:
 
     from nnunet_genesis import __version__
 
-    out = {"nnunet_genesis": __version__, "torch": torch.__version__}
+    # str(): torch.__version__ is a TorchVersion, which weights_only=True refuses to unpickle
+    out = {"nnunet_genesis": __version__, "torch": str(torch.__version__)}
     for name in ("nnunetv2", "dynamic_network_architectures"):
         try:
             out[name] = version(name)

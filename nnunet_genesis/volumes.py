@@ -53,4 +53,19 @@ def read_volume(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, ...]]
     if not np.isfinite(array).all():
         n = int((~np.isfinite(array)).sum())
         raise GenesisUserError(f"{path}: contains {n} NaN/Inf voxels.")
+    n = _nifti_non_finite_voxels(path)
+    if n:
+        raise GenesisUserError(f"{path}: contains {n} NaN/Inf voxels (in the file; SimpleITK reads them as 0).")
     return array[None], tuple(float(s) for s in image.GetSpacing()[::-1])
+
+
+def _nifti_non_finite_voxels(path: Path) -> int:
+    """ITK's NIfTI reader silently turns NaN/Inf into 0, so float NIfTI files are checked with nibabel."""
+    if path.is_dir() or not str(path).lower().endswith((".nii", ".nii.gz")):
+        return 0
+    import nibabel
+
+    image = nibabel.load(str(path))
+    if not np.issubdtype(image.get_data_dtype(), np.floating):
+        return 0  # integer voxels cannot be NaN/Inf
+    return int((~np.isfinite(np.asanyarray(image.dataobj))).sum())

@@ -1,0 +1,225 @@
+"""Speed of the Genesis corruptions: vectorised ``corrupt`` vs a per-block loop reference.
+
+Run:  python benchmarks/transforms.py            (full: 64x64x32 and 128^3, a few minutes)
+      python benchmarks/transforms.py --quick    (fewer repetitions, under a minute)
+
+Everything runs on ONE CPU core (thread pools limited before NumPy/torch are imported).
+Times are CPU seconds of this process (``time.process_time``), which on a single thread is
+the work done, unaffected by other jobs sharing the machine; wall times are printed too.
+The reference below is a straightforward transcription of the papers' algorithm (Zhou et al.,
+MICCAI 2019 / MedIA 2021) with one Python iteration per shuffle block and per painting box,
+the same configuration, the same semantics (range-aware, sorted Bezier control points) and
+the same seeds as ``corrupt``. It is kept here only as the yardstick.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+             "VECLIB_MAXIMUM_THREADS"):
+    os.environ[_var] = "1"
+
+import argparse  # noqa: E402
+import dataclasses  # noqa: E402
+import time  # noqa: E402
+from math import comb  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+from nnunet_genesis.transforms import GenesisConfig, corrupt, corrupt_batch  # noqa: E402
+
+
+# --------------------------------------------------------------------------------------
+# Reference: the paper's algorithm, one Python iteration per block / box.
+# --------------------------------------------------------------------------------------
+def reference_corrupt(image: np.ndarray, rng: np.random.Generator, cfg: GenesisConfig,
+                      timings: dict[str, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    C, X, Y, Z = image.shape
+    dims = (X, Y, Z)
+
+    def tick(name: str, t0: float) -> None:
+        if timings is not None:
+            timings[name] = timings.get(name, 0.0) + time.process_time() - t0
+
+    t0 = time.process_time()
+    x = image
+    for axis in (1, 2, 3):
+        if rng.random() < cfg.flip_rate:
+            x = np.flip(x, axis)
+    x = np.array(x, dtype=np.float32)
+    target = x.copy()
+    tick("flip", t0)
+
+    t0 = time.process_time()
+    if rng.random() < cfg.local_rate:
+        out = x.copy()
+        maxe = [max(1, int(d * cfg.shuffle_max_block_fraction)) for d in dims]
+        for _ in range(cfg.shuffle_blocks):
+            bx = rng.integers(1, maxe[0] + 1)
+            by = rng.integers(1, maxe[1] + 1)
+            bz = rng.integers(1, maxe[2] + 1)
+            px = rng.integers(0, X - bx + 1)
+            py = rng.integers(0, Y - by + 1)
+            pz = rng.integers(0, Z - bz + 1)
+            window = x[:, px:px + bx, py:py + by, pz:pz + bz]   # read from the unshuffled image
+            flat = window.reshape(C, -1)
+            perm = rng.permutation(flat.shape[1])
+            out[:, px:px + bx, py:py + by, pz:pz + bz] = flat[:, perm].reshape(window.shape)
+        x = out
+    tick("local shuffle", t0)
+
+    t0 = time.process_time()
+    if rng.random() < cfg.nonlinear_rate:
+        t = np.linspace(0.0, 1.0, cfg.bezier_lut_size)   # same curve resolution as corrupt()
+        for c in range(C):
+            lo, hi = float(x[c].min()), float(x[c].max())
+            if hi <= lo:
+                continue
+            cx, cy = np.sort(rng.random(2)), np.sort(rng.random(2))
+            px_, py_ = [0.0, cx[0], cx[1], 1.0], [0.0, cy[0], cy[1], 1.0]
+            bern = [comb(3, i) * t ** i * (1 - t) ** (3 - i) for i in range(4)]
+            xs = sum(b * p for b, p in zip(bern, px_))
+            ys = sum(b * p for b, p in zip(bern, py_))
+            if rng.random() < cfg.nonlinear_invert_rate:
+                ys = 1.0 - ys
+            x[c] = lo + (hi - lo) * np.interp((x[c] - lo) / (hi - lo), xs, ys)
+    tick("non-linear", t0)
+
+    t0 = time.process_time()
+    if rng.random() < cfg.paint_rate:
+        lo, hi = x.reshape(C, -1).min(1), x.reshape(C, -1).max(1)
+        outpaint = rng.random() < cfg.outpaint_rate
+        frac = cfg.outpaint_box_fraction if outpaint else cfg.inpaint_box_fraction
+        b = cfg.paint_border
+        if min(dims) - 2 * b >= 1:
+            boxes = []
+            for _ in range(rng.integers(1, cfg.max_boxes + 1)):
+                box = []
+                for d in dims:
+                    e = min(max(int(round(rng.uniform(frac[0], frac[1]) * d)), 1), d - 2 * b)
+                    s = rng.integers(b, d - b - e + 1)
+                    box.append(slice(s, s + e))
+                boxes.append(tuple(box))
+            if outpaint:
+                noisy = np.empty_like(x)
+                for c in range(C):
+                    noisy[c] = rng.uniform(lo[c], hi[c], size=dims)
+                for box in boxes:
+                    noisy[(slice(None),) + box] = x[(slice(None),) + box]
+                x = noisy
+            else:
+                for box in boxes:
+                    shape = tuple(s.stop - s.start for s in box)
+                    for c in range(C):
+                        x[(c,) + box] = rng.uniform(lo[c], hi[c], size=shape)
+    tick("painting", t0)
+    return x, target
+
+
+# --------------------------------------------------------------------------------------
+def test_volume(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
+    """Smooth, z-scored synthetic volume (like nnU-Net-normalised CT), shape (1, X, Y, Z)."""
+    from scipy.ndimage import gaussian_filter
+
+    v = gaussian_filter(np.random.default_rng(seed).standard_normal(shape), 2.0)
+    v = (v - v.mean()) / v.std()
+    return v[None].astype(np.float32)
+
+
+def load_crop(path: str, shape: tuple[int, int, int]) -> np.ndarray:
+    from nnunet_genesis.volumes import read_volume
+
+    arr, _ = read_volume(path)
+    arr = arr[0]
+    if any(a < s for a, s in zip(arr.shape, shape)):
+        raise SystemExit(f"{path}: shape {arr.shape} is smaller than the crop {shape}")
+    c = [(a - s) // 2 for a, s in zip(arr.shape, shape)]
+    crop = arr[c[0]:c[0] + shape[0], c[1]:c[1] + shape[1], c[2]:c[2] + shape[2]]
+    return ((crop - crop.mean()) / crop.std())[None].astype(np.float32)
+
+
+def cpu_ms(fn, *args) -> tuple[float, float]:
+    w0, c0 = time.perf_counter(), time.process_time()
+    fn(*args)
+    return (time.process_time() - c0) * 1e3, (time.perf_counter() - w0) * 1e3
+
+
+ONLY = {  # one corruption at a time, applied with probability 1
+    "flip": dict(flip_rate=1.0, local_rate=0.0, nonlinear_rate=0.0, paint_rate=0.0),
+    "local shuffle": dict(flip_rate=0.0, local_rate=1.0, nonlinear_rate=0.0, paint_rate=0.0),
+    "non-linear": dict(flip_rate=0.0, local_rate=0.0, nonlinear_rate=1.0, paint_rate=0.0),
+    "in-painting": dict(flip_rate=0.0, local_rate=0.0, nonlinear_rate=0.0, paint_rate=1.0, outpaint_rate=0.0),
+    "out-painting": dict(flip_rate=0.0, local_rate=0.0, nonlinear_rate=0.0, paint_rate=1.0, outpaint_rate=1.0),
+}
+
+
+def compare(image: np.ndarray, cfg: GenesisConfig, seeds: range) -> tuple[float, float, float, float, dict]:
+    """Mean CPU/wall ms per sample for reference and corrupt, interleaved seed by seed."""
+    ref_c = ref_w = new_c = new_w = 0.0
+    parts: dict[str, float] = {}
+    corrupt(image, np.random.default_rng(10 ** 6), cfg)  # warm-up (imports, caches)
+    for s in seeds:
+        c, w = cpu_ms(reference_corrupt, image, np.random.default_rng(s), cfg, parts)
+        ref_c, ref_w = ref_c + c, ref_w + w
+        c, w = cpu_ms(corrupt, image, np.random.default_rng(s), cfg)
+        new_c, new_w = new_c + c, new_w + w
+    n = len(seeds)
+    return ref_c / n, ref_w / n, new_c / n, new_w / n, {k: v * 1e3 / n for k, v in parts.items()}
+
+
+def torch_throughput(shape: tuple[int, int, int], device: str, batch: int, reps: int, cfg: GenesisConfig) -> float:
+    x = torch.from_numpy(test_volume(shape)).to(device).expand(batch, -1, -1, -1, -1).contiguous()
+    g = torch.Generator(device=device).manual_seed(0)
+    corrupt_batch(x, g, cfg)  # warm-up
+    if device == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        corrupt_batch(x, g, cfg)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return reps * batch / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="fewer repetitions (rough figures, ~30 s)")
+    p.add_argument("--volume", help="use a centred crop of this CT volume (z-scored) instead of a synthetic one")
+    args = p.parse_args()
+    reps = {(64, 64, 32): 6 if args.quick else 40, (128, 128, 128): 3 if args.quick else 16}
+    cfg = GenesisConfig()
+    print(f"one core: torch threads={torch.get_num_threads()}, numpy {np.__version__}, torch {torch.__version__}")
+    print(f"config: {cfg.to_dict()}")
+    print("times: mean CPU ms per sample (wall ms in brackets); ratio = reference / corrupt (CPU)\n")
+    for shape, n in reps.items():
+        image = load_crop(args.volume, shape) if args.volume else test_volume(shape)
+        print(f"== {shape[0]}x{shape[1]}x{shape[2]} ({'crop of ' + args.volume if args.volume else 'synthetic z-scored'}), "
+              f"{n} seeds ==")
+        rc, rw, nc, nw, parts = compare(image, cfg, range(n))
+        print(f"  full pipeline (paper's rates): reference {rc:8.1f} ms [{rw:8.1f}]   corrupt {nc:6.2f} ms [{nw:6.2f}]"
+              f"   ratio {rc / nc:6.1f}x")
+        print("  reference time by stage (mean per sample, rates included): "
+              + ", ".join(f"{k} {v:.1f} ms" for k, v in parts.items()))
+        for name, over in ONLY.items():
+            only = dataclasses.replace(cfg, **over)
+            k = max(2, n // 3)
+            rc1, _, nc1, _, _ = compare(image, only, range(k))
+            print(f"  only {name:<14s} reference {rc1:8.1f} ms   corrupt {nc1:6.2f} ms   ratio {rc1 / nc1:6.1f}x")
+    print("\n== corrupt_batch (torch) throughput, default config ==")
+    for shape in reps:
+        b = 2
+        sps = torch_throughput(shape, "cpu", b, 2 if args.quick else 6, cfg)
+        print(f"  cpu  (1 thread) {shape}: {sps:7.1f} samples/s (batch {b})")
+        if torch.cuda.is_available():
+            sps = torch_throughput(shape, "cuda", 8, 10 if args.quick else 50, cfg)
+            print(f"  cuda {torch.cuda.get_device_name()} {shape}: {sps:7.1f} samples/s (batch 8)")
+    if not torch.cuda.is_available():
+        print("  (no CUDA device here: GPU throughput not measured)")
+
+
+if __name__ == "__main__":
+    main()

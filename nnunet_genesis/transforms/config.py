@@ -1,0 +1,100 @@
+"""One dataclass holding every knob of the Models Genesis corruptions.
+
+Defaults follow Zhou et al. (MICCAI 2019; Medical Image Analysis 2021). The config is plain
+data (floats, ints) so it can be stored as JSON in checkpoint metadata and rebuilt exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+
+def _check_rate(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"GenesisConfig.{name} must be a probability in [0, 1], got {value!r}.")
+
+
+def _check_fraction_range(name: str, value: tuple[float, float]) -> None:
+    if (not isinstance(value, (tuple, list)) or len(value) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+            or not 0.0 < value[0] <= value[1] <= 1.0):
+        raise ValueError(f"GenesisConfig.{name} must be a pair (low, high) with 0 < low <= high <= 1, got {value!r}.")
+
+
+@dataclass(frozen=True)
+class GenesisConfig:
+    """Probabilities and sizes of the four Genesis corruptions.
+
+    Rates:
+        flip_rate: probability of flipping along EACH spatial axis (independently per axis);
+            the flip is applied to the input and the restoration target alike.
+        local_rate: probability of local pixel shuffling.
+        nonlinear_rate: probability of the Bezier-curve intensity mapping.
+        nonlinear_invert_rate: probability that the chosen mapping is decreasing (inverted).
+        paint_rate: probability of painting (out- or in-painting).
+        outpaint_rate: given painting, probability of out-painting (in-painting otherwise).
+    Sizes:
+        shuffle_blocks: number of blocks drawn for local shuffling (10,000 in the paper).
+        shuffle_max_block_fraction: block edge along an axis is uniform in
+            1..max(1, floor(dim * fraction)) voxels (paper: 1..dim/10).
+        max_boxes: painting uses 1..max_boxes boxes (uniform).
+        inpaint_box_fraction / outpaint_box_fraction: box edge as a fraction of the axis
+            length, uniform in [low, high] (paper: 1/6..1/3 and 3/7..4/7).
+        paint_border: boxes never touch this many voxels at each face of the volume.
+        bezier_lut_size: entries of the lookup table that evaluates the Bezier mapping.
+    """
+
+    flip_rate: float = 0.4
+    local_rate: float = 0.5
+    nonlinear_rate: float = 0.9
+    nonlinear_invert_rate: float = 0.5
+    paint_rate: float = 0.9
+    outpaint_rate: float = 0.8
+    shuffle_blocks: int = 10_000
+    shuffle_max_block_fraction: float = 0.1
+    max_boxes: int = 5
+    inpaint_box_fraction: tuple[float, float] = (1.0 / 6.0, 1.0 / 3.0)
+    outpaint_box_fraction: tuple[float, float] = (3.0 / 7.0, 4.0 / 7.0)
+    paint_border: int = 3
+    bezier_lut_size: int = 1024
+
+    def __post_init__(self) -> None:
+        for name in ("flip_rate", "local_rate", "nonlinear_rate", "nonlinear_invert_rate",
+                     "paint_rate", "outpaint_rate"):
+            _check_rate(name, getattr(self, name))
+        for name, low in (("shuffle_blocks", 0), ("max_boxes", 1), ("paint_border", 0), ("bezier_lut_size", 2)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ValueError(f"GenesisConfig.{name} must be an integer >= {low}, got {v!r}.")
+        f = self.shuffle_max_block_fraction
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not math.isfinite(f) or not 0.0 < f <= 1.0:
+            raise ValueError(f"GenesisConfig.shuffle_max_block_fraction must be in (0, 1], got {f!r}.")
+        for name in ("inpaint_box_fraction", "outpaint_box_fraction"):
+            v = getattr(self, name)
+            _check_fraction_range(name, v)
+            object.__setattr__(self, name, (float(v[0]), float(v[1])))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form (lists for the pairs), for checkpoint metadata."""
+        d = dataclasses.asdict(self)
+        for name in ("inpaint_box_fraction", "outpaint_box_fraction"):
+            d[name] = list(d[name])
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "GenesisConfig":
+        """Inverse of to_dict; unknown keys are an error (they signal a version mismatch)."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"GenesisConfig.from_dict expects a mapping, got {type(data).__name__}.")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"GenesisConfig.from_dict: unknown keys {unknown}; known keys are {sorted(known)}.")
+        kwargs = dict(data)
+        for name in ("inpaint_box_fraction", "outpaint_box_fraction"):
+            if name in kwargs and isinstance(kwargs[name], list):
+                kwargs[name] = tuple(kwargs[name])
+        return cls(**kwargs)

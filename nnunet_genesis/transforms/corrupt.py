@@ -1,0 +1,95 @@
+"""The Models Genesis corruption of one sample (NumPy): flip -> shuffle -> curve -> paint.
+
+``corrupt(image, rng, config)`` returns ``(input, target)``: the corrupted network input and
+the restoration target (the original, flipped like the input). Order and semantics follow
+Zhou et al. (MICCAI 2019; MedIA 2021); see docs/transforms.md.
+
+Work that cannot show in the output is skipped (same result, less time): with out-painting,
+only the kept boxes are shuffled and intensity-mapped; shuffle blocks entirely inside an
+in-painted box are dropped.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nnunet_genesis.transforms.config import GenesisConfig
+from nnunet_genesis.transforms.flips import choose_flip_axes, flipped_copy
+from nnunet_genesis.transforms.local_shuffle import sample_blocks, shuffle_blocks
+from nnunet_genesis.transforms.nonlinear import sample_intensity_mapping
+from nnunet_genesis.transforms.painting import inpaint, sample_paint_boxes, uniform_noise_into
+
+# One uniform per decision, drawn together: flip X, flip Y, flip Z, shuffle, curve, paint, outpaint.
+N_DECISIONS = 7
+
+
+def check_image(image: object) -> None:
+    """ValueError unless ``image`` is a finite floating (C, X, Y, Z) NumPy array."""
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"image must be a numpy.ndarray of shape (C, X, Y, Z), got {type(image).__name__}.")
+    if image.ndim != 4:
+        raise ValueError(f"image must have 4 dimensions (C, X, Y, Z), got shape {image.shape}.")
+    if not np.issubdtype(image.dtype, np.floating):
+        raise ValueError(f"image must have a floating dtype (float32 expected), got {image.dtype}.")
+    if image.size == 0:
+        raise ValueError(f"image is empty (shape {image.shape}).")
+
+
+def channel_ranges(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel (min, max) as float64; ValueError if any voxel is NaN or infinite."""
+    flat = image.reshape(image.shape[0], -1)
+    lo = flat.min(axis=1).astype(np.float64)
+    hi = flat.max(axis=1).astype(np.float64)
+    if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+        bad = int((~np.isfinite(image)).sum())
+        raise ValueError(f"image contains {bad} NaN/Inf voxels; corruptions need finite intensities.")
+    return lo, hi
+
+
+def corrupt(image: np.ndarray, rng: np.random.Generator,
+            config: GenesisConfig = GenesisConfig()) -> tuple[np.ndarray, np.ndarray]:
+    """Corrupt one sample: returns (network input, restoration target), float32 (C, X, Y, Z).
+
+    ``rng`` is the only source of randomness (same seed, same result); ``image`` is not
+    modified. Raises ValueError for non-array, non-4D, non-float or non-finite input, or a
+    wrong ``rng``/``config`` type.
+    """
+    check_image(image)
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError(f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), got {type(rng).__name__}.")
+    if not isinstance(config, GenesisConfig):
+        raise ValueError(f"config must be a GenesisConfig, got {type(config).__name__}.")
+
+    u = rng.random(N_DECISIONS)
+    target = flipped_copy(image, choose_flip_axes(u[:3], config))
+    lo, hi = channel_ranges(target)
+    spatial = target.shape[1:]
+
+    boxes = sample_paint_boxes(spatial, bool(u[6] < config.outpaint_rate), rng, config) \
+        if u[5] < config.paint_rate else None
+
+    shuffled = target
+    if u[3] < config.local_rate:
+        blocks = sample_blocks(spatial, rng, config)
+        if boxes is not None:
+            blocks = blocks.subset(boxes.visible_blocks(blocks))
+        shuffled = shuffle_blocks(target, blocks, rng)
+
+    mapping = sample_intensity_mapping(lo, hi, rng, config) if u[4] < config.nonlinear_rate else None
+
+    if boxes is not None and boxes.outpaint:
+        out = uniform_noise_into(np.empty_like(target), lo, hi, rng)
+        for sl in boxes.slices():
+            region = shuffled[(slice(None),) + sl]
+            out[(slice(None),) + sl] = mapping.apply(region) if mapping is not None else region
+        return out, target
+
+    if mapping is not None:
+        out = mapping.apply(shuffled)
+    elif shuffled is target:
+        out = target.copy()
+    else:
+        out = shuffled
+    if boxes is not None:
+        inpaint(out, boxes, lo, hi, rng)
+    return out, target

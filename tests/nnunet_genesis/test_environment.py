@@ -1,0 +1,57 @@
+"""``nnunet-genesis env`` and nnU-Net's own trainer discovery through nnUNet_extTrainer."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from nnunet_genesis import environment as envmod
+
+
+def test_ext_dir_holds_only_the_thin_modules():
+    ext = envmod.ext_trainer_dir()
+    assert (ext / "nnunet_genesis_trainers.py").is_file()
+    text = (ext / "nnunet_genesis_trainers.py").read_text()
+    assert "class " not in text and "from nnunet_genesis.trainers.genesis import" in text
+
+
+def test_env_command_prints_an_evaluable_export_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")}
+    env["nnUNet_raw"] = str(tmp_path)
+    env["nnUNet_extTrainer"] = "/some/other/trainers"
+    r = subprocess.run([str(Path(sys.executable).parent / "nnunet-genesis"), "env"], env=env,
+                       capture_output=True, text=True, check=True)
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("export nnUNet_extTrainer=")
+    value = shlex.split(lines[0][len("export "):])[0].split("=", 1)[1]
+    assert value.split(os.pathsep) == [str(envmod.ext_trainer_dir()), "/some/other/trainers"]
+    assert f"# nnUNet_raw={tmp_path}" in lines
+    assert any(li.startswith("# nnUNet_results is not set") for li in lines)
+    # the line really is shell syntax that sets the variable
+    sh = subprocess.run(["sh", "-c", r.stdout + '\nprintf %s "$nnUNet_extTrainer"'], capture_output=True,
+                        text=True, check=True)
+    assert sh.stdout == value
+
+
+def test_value_is_idempotent_and_other_shells():
+    once = envmod.ext_trainer_value("")
+    assert envmod.ext_trainer_value(once) == once
+    assert envmod.format_assignment("X", "a b", "fish") == "set -gx X 'a b'"
+    assert envmod.format_assignment("X", "it's", "powershell") == "$env:X = 'it''s'"
+    assert envmod.format_assignment("X", "C:\\t", "cmd") == "set X=C:\\t"
+    assert envmod.environment_lines("cmd", {})[1].startswith("REM ")
+
+
+def test_nnunet_finds_the_trainers_through_the_variable(monkeypatch):
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    from nnunet_genesis.trainers import genesis
+
+    monkeypatch.setenv("nnUNet_extTrainer", envmod.ext_trainer_value(""))
+    for name in ("nnUNetTrainerGenesis_smoke", "nnUNetTrainerGenesis_freezeEncoder", "nnUNetTrainerScratch_smoke"):
+        cls = recursive_find_trainer_class_by_name(name)
+        assert cls is getattr(genesis, name)  # the installed class, not a copy
+    assert "nnunet_genesis_trainers" not in sys.modules  # nnU-Net dropped the thin module again

@@ -1,0 +1,47 @@
+import dataclasses
+
+import numpy as np
+import pytest
+
+from nnunet_genesis.transforms import GenesisConfig, corrupt
+from nnunet_genesis.transforms.flips import choose_flip_axes, flipped_copy
+
+FLIP_ONLY = GenesisConfig(flip_rate=0.4, local_rate=0.0, nonlinear_rate=0.0, paint_rate=0.0)
+
+
+def which_axes(image, flipped):
+    for axes in [(), (1,), (2,), (3,), (1, 2), (1, 3), (2, 3), (1, 2, 3)]:
+        if np.array_equal(np.flip(image, axes) if axes else image, flipped):
+            return axes
+    raise AssertionError("output is not a flip of the input along spatial axes")
+
+
+def test_flip_is_identical_on_input_and_target_and_never_on_channels(unique_volume):
+    image = unique_volume((3, 6, 7, 8))
+    seen = set()
+    for seed in range(40):
+        x, y = corrupt(image, np.random.default_rng(seed), FLIP_ONLY)
+        assert np.array_equal(x, y)
+        seen.add(which_axes(image, y))  # fails if the channel axis were flipped: channels differ
+    assert len(seen) >= 6  # several axis combinations occur
+
+
+def test_each_axis_flips_with_flip_rate(smooth_small):
+    n = 400
+    counts = np.zeros(3)
+    for seed in range(n):
+        _, y = corrupt(smooth_small, np.random.default_rng(seed), FLIP_ONLY)
+        for ax in which_axes(smooth_small, y):
+            counts[ax - 1] += 1
+    sd = np.sqrt(0.4 * 0.6 / n)
+    assert np.all(np.abs(counts / n - 0.4) < 4.5 * sd), counts / n
+
+
+def test_choose_axes_and_copy():
+    cfg = dataclasses.replace(GenesisConfig(), flip_rate=0.5)
+    assert choose_flip_axes(np.array([0.1, 0.9, 0.2]), cfg) == (1, 3)
+    a = np.arange(24, dtype=np.float32).reshape(1, 2, 3, 4)
+    b = flipped_copy(a, ())
+    assert np.array_equal(a, b) and not np.shares_memory(a, b)
+    with pytest.raises(ValueError, match="spatial"):
+        flipped_copy(a, (0,))

@@ -1,0 +1,42 @@
+"""Fixtures of the trainer tests: Genesis checkpoints built from the hippocampus plans."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import torch
+
+from nnunet_genesis.checkpoint import save_checkpoint
+from nnunet_genesis.network import arch_from_plans, build_network
+
+
+@pytest.fixture(scope="session")
+def make_genesis_checkpoint(hippocampus_preprocessed) -> Callable[..., Path]:
+    """``make(path, features=None, seed=0)``: a Genesis checkpoint of the dataset's 3d_fullres
+    network (same architecture) with random weights; ``features`` replaces the feature counts
+    per stage to make an incompatible checkpoint."""
+    plans_file = (hippocampus_preprocessed["nnUNet_preprocessed"] / hippocampus_preprocessed["dataset_name"]
+                  / "nnUNetPlans.json")
+    plans = json.loads(plans_file.read_text())
+
+    def make(path: Path, features: list[int] | None = None, seed: int = 0) -> Path:
+        meta = arch_from_plans(plans, "3d_fullres", input_channels=1, output_channels=1)
+        if features is not None:
+            meta["network_kwargs"]["features_per_stage"] = list(features)
+        # nnU-Net's initialisers draw from torch's global generator: seed a forked copy only.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            network = build_network(meta, deep_supervision=False)
+        meta["source"] = "pretrain"
+        return save_checkpoint(path, network.state_dict(), meta)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def hippocampus_plans(hippocampus_preprocessed) -> dict:
+    folder = hippocampus_preprocessed["nnUNet_preprocessed"] / hippocampus_preprocessed["dataset_name"]
+    return json.loads((folder / "nnUNetPlans.json").read_text())

@@ -1,0 +1,132 @@
+"""The Genesis trainers through the real, unpatched nnU-Net console commands (CPU).
+
+``nnUNetv2_train`` finds the trainers through ``nnUNet_extTrainer`` as printed by
+``nnunet-genesis env``; ``nnUNetv2_predict`` runs on the trained model without the Genesis
+checkpoint file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from nnunet_genesis.checkpoint import load_checkpoint, save_checkpoint, sha256_of
+from nnunet_genesis.trainers.attach import attach
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+TRAINER = "nnUNetTrainerGenesis_smoke"
+
+
+def _ext_trainer_from_env_command() -> str:
+    r = subprocess.run([str(BIN / "nnunet-genesis"), "env"], capture_output=True, text=True, check=True)
+    line = next(li for li in r.stdout.splitlines() if li.startswith("export nnUNet_extTrainer="))
+    return shlex.split(line[len("export "):])[0].split("=", 1)[1]
+
+
+@pytest.fixture(scope="module")
+def cmd_env(hippocampus_preprocessed, tmp_path_factory) -> dict[str, str]:
+    env = dict(os.environ)
+    env["nnUNet_raw"] = str(hippocampus_preprocessed["nnUNet_raw"])
+    env["nnUNet_preprocessed"] = str(hippocampus_preprocessed["nnUNet_preprocessed"])
+    env["nnUNet_results"] = str(tmp_path_factory.mktemp("genesis_results"))
+    env["nnUNet_extTrainer"] = _ext_trainer_from_env_command()
+    # keep CPU runs short: no augmentation workers, no torch.compile, one export worker
+    env.update(nnUNet_n_proc_DA="0", nnUNet_compile="false", nnUNet_def_n_proc="1")
+    return env
+
+
+def _run(cmd: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    print(f"{Path(cmd[0]).name}: rc {r.returncode} in {time.perf_counter() - t0:.1f} s")
+    return r
+
+
+def _train(plans: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return _run([str(BIN / "nnUNetv2_train"), "4", "3d_fullres", "0", "-tr", TRAINER, "-p", plans,
+                 "-device", "cpu"], env)
+
+
+def _output_folder(env: dict[str, str], plans: str) -> Path:
+    return Path(env["nnUNet_results"]) / "Dataset004_Hippocampus" / f"{TRAINER}__{plans}__3d_fullres" / "fold_0"
+
+
+def test_smoke_train_then_predict_with_stock_commands(cmd_env, make_genesis_checkpoint, tmp_path):
+    plans = "nnUNetPlans_genesisCmdTest"
+    ckpt = make_genesis_checkpoint(tmp_path / "genesis_final.pth")
+    r = _run([str(BIN / "nnunet-genesis"), "attach", "-d", "4", "-c", str(ckpt), "-n", plans], cmd_env)
+    assert r.returncode == 0, r.stderr
+
+    r = _train(plans, cmd_env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert f"Using trainer '{TRAINER}' from: {cmd_env['nnUNet_extTrainer']}" in r.stdout
+    assert "encoder: 100.0% of" in r.stdout and "decoder: 100.0% of" in r.stdout
+    out = _output_folder(cmd_env, plans)
+    report = json.loads((out / "genesis_transfer_report.json").read_text())
+    assert report["encoder_fraction"] == 1.0 and report["decoder_fraction"] == 1.0
+    assert (out / "checkpoint_final.pth").is_file()
+    # the results folder records which weights the model started from
+    recorded = json.loads((out.parent / "plans.json").read_text())["genesis"]
+    assert recorded["sha256"] == sha256_of(ckpt) and recorded["checkpoint"] == str(ckpt.resolve())
+
+    ckpt.unlink()  # prediction must not need the Genesis checkpoint
+    images = Path(cmd_env["nnUNet_raw"]) / "Dataset004_Hippocampus" / "imagesTs"
+    pred = tmp_path / "pred"
+    r = _run([str(BIN / "nnUNetv2_predict"), "-i", str(images), "-o", str(pred), "-d", "4", "-c", "3d_fullres",
+              "-f", "0", "-tr", TRAINER, "-p", plans, "-device", "cpu", "-npp", "1", "-nps", "1",
+              "--disable_progress_bar"], cmd_env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    inputs = sorted(images.glob("*_0000.nii.gz"))
+    assert len(inputs) == 3
+    for image in inputs:
+        seg_file = pred / image.name.replace("_0000.nii.gz", ".nii.gz")
+        seg = sitk.ReadImage(str(seg_file))
+        assert seg.GetSize() == sitk.ReadImage(str(image)).GetSize()
+        assert set(np.unique(sitk.GetArrayFromImage(seg))) <= {0, 1, 2}
+
+
+def _tamper(ckpt: Path) -> None:
+    """Re-save the checkpoint with one tensor changed (still a valid checkpoint)."""
+    loaded = load_checkpoint(ckpt)
+    key = next(iter(loaded.network_weights))
+    loaded.network_weights[key] = loaded.network_weights[key] + 1e-3
+    save_checkpoint(ckpt, loaded.network_weights, loaded.metadata)
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("missing", "does not exist"),
+    ("tampered", "has changed since it was attached"),
+    ("incompatible", "cannot be transferred into this network"),
+])
+def test_bad_checkpoint_stops_nnunetv2_train_before_training(case, expected, cmd_env, make_genesis_checkpoint,
+                                                             tmp_path, monkeypatch):
+    plans = f"nnUNetPlans_genesisCmdBad{case.capitalize()}"
+    monkeypatch.setenv("nnUNet_preprocessed", cmd_env["nnUNet_preprocessed"])
+    monkeypatch.setenv("nnUNet_raw", cmd_env["nnUNet_raw"])
+    features = [16, 32, 64, 128] if case == "incompatible" else None
+    ckpt = make_genesis_checkpoint(tmp_path / "genesis_final.pth", features=features)
+    attach("4", ckpt, variant_name=plans, check=case != "incompatible")
+    if case == "missing":
+        ckpt.unlink()
+    elif case == "tampered":
+        _tamper(ckpt)
+
+    r = _train(plans, cmd_env)
+    assert r.returncode != 0
+    assert "GenesisUserError" in r.stderr and expected in r.stderr and str(ckpt.resolve()) in r.stderr
+    assert "nnU-Net Genesis: training not started." in r.stdout  # the trainer's own console/log line
+    out = _output_folder(cmd_env, plans)
+    assert not list(out.glob("checkpoint_*.pth"))
+    logs = list(out.glob("training_log_*.txt"))
+    assert logs and all("Epoch 0" not in log.read_text() for log in logs)
+    assert expected in logs[0].read_text()

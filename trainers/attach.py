@@ -1,0 +1,221 @@
+"""``nnunet-genesis attach``: a plans variant that names the Genesis checkpoint to start from.
+
+The variant is a copy of the source plans (default ``nnUNetPlans``) with ``plans_name``
+changed and a ``genesis`` block added (see ``plans_block``). Every configuration keeps its
+``data_identifier``, so the preprocessed data of the source plans is reused as it is: no
+second preprocessing. Before writing, the checkpoint is loaded safely and, unless
+``--skip-check``, dry-run transferred onto the network of every 3D configuration, so an
+unusable checkpoint is refused here and not hours later in ``nnUNetv2_train``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping
+
+from nnunet_genesis.checkpoint import GenesisCheckpoint, load_checkpoint, sha256_of
+from nnunet_genesis.errors import GenesisUserError
+from nnunet_genesis.trainers.plans_block import PLANS_KEY
+
+DEFAULT_SOURCE_PLANS = "nnUNetPlans"
+DEFAULT_VARIANT = "nnUNetPlans_genesis"
+# Metadata copied into the plans so the results folder says what the checkpoint was.
+_SUMMARY_KEYS = ("format_version", "source", "network_class", "input_channels", "output_channels",
+                 "created", "versions", "pretraining", "plans_name", "dataset_name", "configuration")
+
+
+def resolve_dataset_folder(dataset: str) -> Path:
+    """nnUNet_preprocessed/DatasetXXX_NAME for an id or a name, as a user error if absent."""
+    if not os.environ.get("nnUNet_preprocessed"):
+        raise GenesisUserError("nnUNet_preprocessed is not set; attach writes the plans variant into "
+                               "nnUNet_preprocessed/DATASET (see 'nnunet-genesis env').")
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+
+    try:
+        name = maybe_convert_to_dataset_name(dataset)
+    except (RuntimeError, ValueError, AssertionError) as e:
+        raise GenesisUserError(f"Dataset {dataset!r} was not found: {str(e).splitlines()[0]}") from None
+    folder = Path(os.environ["nnUNet_preprocessed"]) / name
+    if not folder.is_dir():
+        raise GenesisUserError(f"{folder} does not exist: plan and preprocess dataset {name} first "
+                               f"(nnUNetv2_plan_and_preprocess -d {dataset}).")
+    return folder
+
+
+def three_d_configurations(plans: Mapping[str, Any]) -> list[str]:
+    """Names of the configurations with a 3D patch size (inheritance resolved by nnU-Net)."""
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    manager = PlansManager(copy.deepcopy(dict(plans)))
+    return [name for name in plans.get("configurations", {})
+            if len(manager.get_configuration(name).patch_size) == 3]
+
+
+def dry_run_transfer(plans: Mapping[str, Any], dataset_json: Mapping[str, Any],
+                     configurations: list[str], checkpoint: GenesisCheckpoint) -> dict[str, dict[str, float]]:
+    """Transfer the checkpoint onto a fresh network of each configuration; return the fractions.
+
+    Raises GenesisUserError naming the configuration when the weights cannot be mapped.
+    """
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from nnunet_genesis.weight_transfer import transfer_weights
+
+    manager = PlansManager(copy.deepcopy(dict(plans)))
+    label_manager = manager.get_label_manager(dict(dataset_json))
+    result = {}
+    for name in configurations:
+        cm = manager.get_configuration(name)
+        # What nnUNetTrainer.build_network_architecture builds (the Genesis trainers keep it);
+        # called directly to avoid importing the whole training stack.
+        network = get_network_from_plans(
+            cm.network_arch_class_name, cm.network_arch_init_kwargs, cm.network_arch_init_kwargs_req_import,
+            determine_num_input_channels(manager, cm, dict(dataset_json)),
+            label_manager.num_segmentation_heads, allow_init=True, deep_supervision=True)
+        try:
+            report = transfer_weights(network, checkpoint, include_decoder=True)
+        except GenesisUserError as e:
+            raise GenesisUserError(
+                f"Checkpoint {checkpoint.path} cannot be transferred onto configuration {name!r} of "
+                f"plans '{plans.get('plans_name')}': {e} (Use --configurations to attach it for the "
+                f"configurations it fits only.)"
+            ) from None
+        result[name] = {"encoder_fraction": float(report.encoder_fraction),
+                        "decoder_fraction": float(report.decoder_fraction)}
+    return result
+
+
+def build_variant(source_plans: Mapping[str, Any], variant_name: str, source_name: str,
+                  checkpoint_path: Path, sha256: str, metadata: Mapping[str, Any],
+                  transfer_check: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The variant dict: the source plans, renamed, with the genesis block (data_identifier kept)."""
+    variant = copy.deepcopy(dict(source_plans))
+    variant["plans_name"] = variant_name
+    variant[PLANS_KEY] = {
+        "checkpoint": str(checkpoint_path),
+        "sha256": sha256,
+        "source_plans": source_name,
+        "attached": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "checkpoint_metadata": {k: metadata[k] for k in _SUMMARY_KEYS if k in metadata},
+        "transfer_check": dict(transfer_check) if transfer_check is not None else None,
+    }
+    return variant
+
+
+def _same_variant(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Equal apart from the attach time stamp."""
+    def strip(p):
+        p = copy.deepcopy(dict(p))
+        if isinstance(p.get(PLANS_KEY), dict):
+            p[PLANS_KEY].pop("attached", None)
+        return p
+    return strip(a) == strip(b)
+
+
+def write_json_atomic(obj: Any, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=4, sort_keys=False)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _read_json(path: Path, what: str) -> dict:
+    if not path.is_file():
+        raise GenesisUserError(f"{what} {path} does not exist.")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise GenesisUserError(f"{what} {path} is not valid JSON ({e}).") from None
+
+
+def attach(dataset: str, checkpoint: str | os.PathLike, source_plans: str = DEFAULT_SOURCE_PLANS,
+           variant_name: str = DEFAULT_VARIANT, configurations: list[str] | None = None,
+           check: bool = True, force: bool = False) -> Path:
+    """Write nnUNet_preprocessed/DATASET/<variant_name>.json; returns its path."""
+    if variant_name == source_plans:
+        raise GenesisUserError(f"The variant name {variant_name!r} equals the source plans name; "
+                               f"attach never overwrites the source plans. Choose another -n.")
+    if not variant_name or os.sep in variant_name or variant_name.endswith(".json"):
+        raise GenesisUserError(f"Invalid plans variant name {variant_name!r} (give a bare name such "
+                               f"as {DEFAULT_VARIANT}).")
+    folder = resolve_dataset_folder(dataset)
+    source = _read_json(folder / f"{source_plans}.json", "Source plans")
+    dataset_json = _read_json(folder / "dataset.json", "dataset.json")
+    ckpt_path = Path(checkpoint).expanduser().resolve()
+    loaded = load_checkpoint(ckpt_path)
+    sha256 = sha256_of(ckpt_path)
+
+    available = three_d_configurations(source)
+    if configurations:
+        unknown = [c for c in configurations if c not in available]
+        if unknown:
+            raise GenesisUserError(f"Plans {folder / (source_plans + '.json')} have no 3D configuration "
+                                   f"{unknown}; 3D configurations: {available}.")
+    else:
+        configurations = available
+    if not configurations:
+        raise GenesisUserError(f"Plans {folder / (source_plans + '.json')} have no 3D configuration; "
+                               f"Genesis checkpoints are 3D networks.")
+    transfer_check = dry_run_transfer(source, dataset_json, configurations, loaded) if check else None
+
+    variant = build_variant(source, variant_name, source_plans, ckpt_path, sha256, loaded.metadata,
+                            transfer_check)
+    target = folder / f"{variant_name}.json"
+    if target.exists() and not force:
+        existing = _read_json(target, "Existing plans variant")
+        if not _same_variant(existing, variant):
+            old = existing.get(PLANS_KEY, {}) if isinstance(existing.get(PLANS_KEY), dict) else {}
+            raise GenesisUserError(
+                f"{target} already exists and differs (it names checkpoint "
+                f"{old.get('checkpoint', 'none')}); models trained with it would no longer say which "
+                f"weights they started from. Use another -n, or --force to replace it."
+            )
+    write_json_atomic(variant, target)
+    return target
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Write a plans variant nnUNet_preprocessed/DATASET/NAME.json that reuses the preprocessed "
+        "data of the source plans and names a Genesis checkpoint (path and sha256). Train with "
+        "nnUNetv2_train DATASET CONFIG FOLD -tr nnUNetTrainerGenesis -p NAME.")
+    parser.add_argument("-d", "--dataset", required=True, help="dataset id or name (e.g. 4 or Dataset004_Hippocampus)")
+    parser.add_argument("-c", "--checkpoint", required=True, help="Genesis checkpoint (.pth) to start from")
+    parser.add_argument("-p", "--plans", default=DEFAULT_SOURCE_PLANS,
+                        help=f"source plans name (default: {DEFAULT_SOURCE_PLANS})")
+    parser.add_argument("-n", "--name", default=DEFAULT_VARIANT,
+                        help=f"name of the plans variant to write (default: {DEFAULT_VARIANT})")
+    parser.add_argument("--configurations", nargs="+", default=None, metavar="CONFIG",
+                        help="3D configurations to check the transfer for (default: all 3D ones)")
+    parser.add_argument("--skip-check", action="store_true",
+                        help="do not dry-run the weight transfer (only load and hash the checkpoint)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace an existing, different variant of the same name")
+
+
+def run(args: argparse.Namespace) -> int:
+    target = attach(args.dataset, args.checkpoint, args.plans, args.name, args.configurations,
+                    check=not args.skip_check, force=args.force)
+    variant = json.loads(target.read_text())
+    block = variant[PLANS_KEY]
+    print(f"Wrote {target}")
+    print(f"  checkpoint {block['checkpoint']}")
+    print(f"  sha256     {block['sha256']}")
+    for name, fractions in (block["transfer_check"] or {}).items():
+        print(f"  {name}: {fractions['encoder_fraction']:.1%} of encoder and "
+              f"{fractions['decoder_fraction']:.1%} of decoder parameters transfer")
+    print(f"Train with: nnUNetv2_train {args.dataset} CONFIG FOLD -tr nnUNetTrainerGenesis -p {args.name}")
+    return 0

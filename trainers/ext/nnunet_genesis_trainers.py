@@ -1,0 +1,15 @@
+"""Imported by nnU-Net through ``nnUNet_extTrainer``: re-exports only (real code: nnunet_genesis.trainers.genesis)."""
+
+from nnunet_genesis.trainers.genesis import (  # noqa: F401
+    nnUNetTrainerGenesis,
+    nnUNetTrainerGenesis_100epochs,
+    nnUNetTrainerGenesis_250epochs,
+    nnUNetTrainerGenesis_encoderOnly,
+    nnUNetTrainerGenesis_freezeEncoder,
+    nnUNetTrainerGenesis_smoke,
+    nnUNetTrainerScratch,
+    nnUNetTrainerScratch_100epochs,
+    nnUNetTrainerScratch_250epochs,
+    nnUNetTrainerScratch_smoke,
+    nnUNetTrainerWarmupPoly,
+)
