@@ -9,7 +9,9 @@ the work done, unaffected by other jobs sharing the machine; wall times are prin
 The reference below is a straightforward transcription of the papers' algorithm (Zhou et al.,
 MICCAI 2019 / MedIA 2021) with one Python iteration per shuffle block and per painting box,
 the same configuration, the same semantics (range-aware, sorted Bezier control points) and
-the same seeds as ``corrupt``. It is kept here only as the yardstick.
+the same seeds as ``corrupt``; it draws its seven yes/no decisions first, in ``corrupt``'s
+order, so both sides apply the same corruptions to each seed. It is kept here only as the
+yardstick.
 """
 
 from __future__ import annotations
@@ -46,16 +48,19 @@ def reference_corrupt(image: np.ndarray, rng: np.random.Generator, cfg: GenesisC
             timings[name] = timings.get(name, 0.0) + time.process_time() - t0
 
     t0 = time.process_time()
+    # the seven yes/no decisions are drawn first, in corrupt()'s order, so that for a given seed
+    # both sides apply the same corruptions (a fair comparison with few seeds)
+    flip_x, flip_y, flip_z, do_local, do_curve, do_paint, do_outpaint = rng.random(7)
     x = image
-    for axis in (1, 2, 3):
-        if rng.random() < cfg.flip_rate:
+    for axis, u in zip((1, 2, 3), (flip_x, flip_y, flip_z)):
+        if u < cfg.flip_rate:
             x = np.flip(x, axis)
     x = np.array(x, dtype=np.float32)
     target = x.copy()
     tick("flip", t0)
 
     t0 = time.process_time()
-    if rng.random() < cfg.local_rate:
+    if do_local < cfg.local_rate:
         out = x.copy()
         maxe = [max(1, int(d * cfg.shuffle_max_block_fraction)) for d in dims]
         for _ in range(cfg.shuffle_blocks):
@@ -73,7 +78,7 @@ def reference_corrupt(image: np.ndarray, rng: np.random.Generator, cfg: GenesisC
     tick("local shuffle", t0)
 
     t0 = time.process_time()
-    if rng.random() < cfg.nonlinear_rate:
+    if do_curve < cfg.nonlinear_rate:
         t = np.linspace(0.0, 1.0, cfg.bezier_lut_size)   # same curve resolution as corrupt()
         for c in range(C):
             lo, hi = float(x[c].min()), float(x[c].max())
@@ -90,9 +95,9 @@ def reference_corrupt(image: np.ndarray, rng: np.random.Generator, cfg: GenesisC
     tick("non-linear", t0)
 
     t0 = time.process_time()
-    if rng.random() < cfg.paint_rate:
+    if do_paint < cfg.paint_rate:
         lo, hi = x.reshape(C, -1).min(1), x.reshape(C, -1).max(1)
-        outpaint = rng.random() < cfg.outpaint_rate
+        outpaint = do_outpaint < cfg.outpaint_rate
         frac = cfg.outpaint_box_fraction if outpaint else cfg.inpaint_box_fraction
         b = cfg.paint_border
         if min(dims) - 2 * b >= 1:

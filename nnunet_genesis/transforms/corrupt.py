@@ -5,8 +5,11 @@ the restoration target (the original, flipped like the input). Order and semanti
 Zhou et al. (MICCAI 2019; MedIA 2021); see docs/transforms.md.
 
 Work that cannot show in the output is skipped (same result, less time): with out-painting,
-only the kept boxes are shuffled and intensity-mapped; shuffle blocks entirely inside an
-in-painted box are dropped.
+only blocks touching the kept boxes are shuffled and only the boxes are intensity-mapped;
+shuffle blocks entirely inside an in-painted box are dropped. Memory is touched as little as
+possible: besides the two returned arrays no volume-sized array is allocated (shuffle, curve
+and in-painting work in place on the input array being built), because fresh multi-megabyte
+allocations (page faults) and extra passes over memory cost more than the arithmetic.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import numpy as np
 
 from nnunet_genesis.transforms.config import GenesisConfig
 from nnunet_genesis.transforms.flips import choose_flip_axes, flipped_copy
-from nnunet_genesis.transforms.local_shuffle import sample_blocks, shuffle_blocks
+from nnunet_genesis.transforms.local_shuffle import sample_blocks, shuffle_blocks_into
 from nnunet_genesis.transforms.nonlinear import sample_intensity_mapping
 from nnunet_genesis.transforms.painting import inpaint, sample_paint_boxes, uniform_noise_into
 
@@ -68,28 +71,32 @@ def corrupt(image: np.ndarray, rng: np.random.Generator,
     boxes = sample_paint_boxes(spatial, bool(u[6] < config.outpaint_rate), rng, config) \
         if u[5] < config.paint_rate else None
 
-    shuffled = target
-    if u[3] < config.local_rate:
+    shuffle = bool(u[3] < config.local_rate)
+    outpaint = boxes is not None and boxes.outpaint
+    # the network input, built in place from here on (out-painting alone overwrites it all)
+    out = target.copy() if shuffle or not outpaint else np.empty_like(target)
+    if shuffle:
         blocks = sample_blocks(spatial, rng, config)
         if boxes is not None:
             blocks = blocks.subset(boxes.visible_blocks(blocks))
-        shuffled = shuffle_blocks(target, blocks, rng)
+        shuffle_blocks_into(out, target, blocks, rng)
 
     mapping = sample_intensity_mapping(lo, hi, rng, config) if u[4] < config.nonlinear_rate else None
 
-    if boxes is not None and boxes.outpaint:
-        out = uniform_noise_into(np.empty_like(target), lo, hi, rng)
+    if outpaint:
+        # keep (mapped copies of) the boxes, fill everything with noise, put the boxes back;
+        # overlapping boxes hold the same values, so the order of putting back does not matter
+        kept = []
         for sl in boxes.slices():
-            region = shuffled[(slice(None),) + sl]
-            out[(slice(None),) + sl] = mapping.apply(region) if mapping is not None else region
+            region = (out if shuffle else target)[(slice(None),) + sl]
+            kept.append((sl, mapping.apply(region) if mapping is not None else region.copy()))
+        uniform_noise_into(out, lo, hi, rng)
+        for sl, region in kept:
+            out[(slice(None),) + sl] = region
         return out, target
 
     if mapping is not None:
-        out = mapping.apply(shuffled)
-    elif shuffled is target:
-        out = target.copy()
-    else:
-        out = shuffled
+        mapping.apply(out, out=out)
     if boxes is not None:
         inpaint(out, boxes, lo, hi, rng)
     return out, target

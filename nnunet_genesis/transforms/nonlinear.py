@@ -70,14 +70,19 @@ class IntensityMapping:
         b = (K - 1) * slope
         return a.astype(np.float32), b.astype(np.float32), scale
 
-    def apply(self, image: np.ndarray) -> np.ndarray:
-        """New float32 array: every voxel of channel c mapped through curve c.
+    def apply(self, image: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Every voxel of channel c mapped through curve c, float32; returns ``out``.
 
-        Values are expected in [lo, hi] of their channel (the mapping is drawn from the image
-        it is applied to); values outside are mapped by the nearest end segment and clipped.
+        ``out`` defaults to a new array; it may be ``image`` itself (in place: ``corrupt`` uses
+        this to avoid another volume-sized allocation). Values are expected in [lo, hi] of
+        their channel (the mapping is drawn from the image it is applied to); values outside
+        are mapped by the nearest end segment and clipped.
         """
         image = np.asarray(image, dtype=np.float32)
-        out = np.empty(image.shape, dtype=np.float32)
+        if out is None:
+            out = np.empty(image.shape, dtype=np.float32)
+        elif out.shape != image.shape or out.dtype != np.float32:
+            raise ValueError(f"out must be float32 of shape {image.shape}, got {out.dtype} {out.shape}.")
         n = image[0].size
         chunk = min(n, CHUNK)
         d = np.empty(chunk, dtype=np.float32)
@@ -87,22 +92,28 @@ class IntensityMapping:
         for c in range(image.shape[0]):
             lo, hi = float(self.lo[c]), float(self.hi[c])
             if not hi > lo:
-                out[c] = image[c]
+                if out is not image:
+                    out[c] = image[c]
                 continue
             a, b, scale = self._linear_pieces(c)
-            x_all = np.ascontiguousarray(image[c]).reshape(-1)
+            x_all = image[c].reshape(-1)  # copies only if image[c] is not contiguous
             o_all = out[c].reshape(-1)
+            if not np.shares_memory(o_all, out):
+                raise ValueError("out must be C-contiguous.")
             s32, lo32, hi32 = np.float32(scale), np.float32(lo), np.float32(hi)
-            for i in range(0, n, chunk):  # chunks keep the temporaries in cache
+            # chunks keep the temporaries in cache; each chunk of x is fully read (into dd)
+            # before o is written, so out may be the input itself
+            for i in range(0, n, chunk):
                 x, o = x_all[i:i + chunk], o_all[i:i + chunk]
                 m = x.size
                 dd, uu, ii, ss = d[:m], u[:m], idx[:m], slope[:m]
                 np.subtract(x, lo32, out=dd)
                 np.multiply(dd, s32, out=uu)
                 np.copyto(ii, uu, casting="unsafe")  # truncation = floor for uu >= 0
-                np.clip(ii, 0, a.size - 1, out=ii)
-                np.take(a, ii, out=o)
-                np.take(b, ii, out=ss)
+                # mode="clip" clamps the bin to 0..K-1 (values outside [lo, hi] use the end
+                # segments) and skips the bounds check: faster than a separate np.clip
+                np.take(a, ii, out=o, mode="clip")
+                np.take(b, ii, out=ss, mode="clip")
                 ss *= dd
                 o += ss
                 np.clip(o, lo32, hi32, out=o)  # removes float rounding only
