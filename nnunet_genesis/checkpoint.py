@@ -74,6 +74,9 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual file mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -105,6 +108,11 @@ def load_checkpoint(path: str | os.PathLike, require_metadata: bool = True) -> G
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        if "weights only load failed" not in str(e).lower():
+            raise GenesisUserError(
+                f"Checkpoint {path} could not be read as a PyTorch file ({str(e).strip()[:200]}). "
+                f"It may be truncated or not a checkpoint at all."
+            ) from None
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise GenesisUserError(
             f"Checkpoint {path} was refused: it contains objects that need arbitrary code to "

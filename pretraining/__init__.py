@@ -1,1 +1,18 @@
-"""pretraining of nnunet-genesis (installed as nnunet_genesis.pretraining)."""
+"""Models Genesis pretraining on nnU-Net's machinery (installed as ``nnunet_genesis.pretraining``).
+
+Modules, in the order a run uses them:
+
+* ``cli``: the ``nnunet-genesis pretrain`` subcommand;
+* ``sources``: finding volumes in ``-i`` folders and ``-d`` nnU-Net raw datasets;
+* ``raw_dataset``: reading, checking and writing them as an nnU-Net raw dataset;
+* ``plans``: plans transferred with nnU-Net's ``move_plans_between_datasets`` or the universal
+  Genesis plan, the split, and nnU-Net's preprocessing;
+* ``prepare``: the steps above, end to end;
+* ``options``: the run settings stored in the plans (``PretrainOptions``);
+* ``trainer``: ``nnUNetTrainerGenesisPretrain``, the restoration trainer;
+* ``validation_patches``, ``plots``, ``metadata``: what the trainer scores, draws and saves;
+* ``launch``: one process, DDP processes (NCCL or gloo), or torchrun;
+* ``folders``: which nnU-Net folders and dataset id a run uses.
+
+See docs/pretraining.md.
+"""

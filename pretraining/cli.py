@@ -1,0 +1,218 @@
+"""``nnunet-genesis pretrain``: Models Genesis pretraining with nnU-Net's own machinery.
+
+See docs/pretraining.md for the full description.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+from nnunet_genesis.errors import GenesisUserError
+from nnunet_genesis.transforms import GenesisConfig
+
+# GenesisConfig fields offered as options (same names, dashes for underscores).
+GENESIS_OPTION_FIELDS = tuple(f.name for f in dataclasses.fields(GenesisConfig)
+                              if f.name.endswith("_rate") or f.name == "shuffle_blocks")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from nnunet_genesis.pretraining.options import PretrainOptions
+    from nnunet_genesis.pretraining.plans import (DEFAULT_UNIVERSAL_BATCH, DEFAULT_UNIVERSAL_PATCH,
+                                                  DEFAULT_UNIVERSAL_SPACING)
+
+    defaults = PretrainOptions()
+    src = parser.add_argument_group("sources (at least one of -i / -d)")
+    src.add_argument("-i", "--input", dest="inputs", type=Path, nargs="+", action="extend", default=[],
+                     metavar="DIR", help="folders (searched recursively) of NIfTI/NRRD/MetaImage volumes and "
+                                         "DICOM series folders; a single volume file also works")
+    src.add_argument("-d", "--dataset", dest="datasets", nargs="+", action="extend", default=[],
+                     metavar="DATASET", help="nnU-Net raw dataset (name, id or folder): all images of imagesTr "
+                                             "and imagesTs, labels ignored")
+    parser.add_argument("-o", "--output", dest="out", type=Path, required=True, metavar="OUT",
+                        help="output folder: genesis_final.pth, PNGs, pretrain_state.json (and nnunet_work/ "
+                             "when the nnUNet_* variables are not set)")
+    plan = parser.add_argument_group("network, spacing and normalisation")
+    plan.add_argument("--plans-from", metavar="DATASET",
+                      help="take plans (network, patch, spacing, normalisation) from this planned dataset "
+                           "(nnUNet_preprocessed); default: the universal Genesis plan")
+    plan.add_argument("-p", "--plans", dest="plans_identifier", default="nnUNetPlans",
+                      help="plans identifier of --plans-from (default: %(default)s)")
+    plan.add_argument("-c", "--configuration", default="3d_fullres", help="configuration of --plans-from (default: %(default)s)")
+    plan.add_argument("--patch-size", type=int, nargs=3, metavar=("Z", "Y", "X"),
+                      help=f"patch size (default: universal plan {list(DEFAULT_UNIVERSAL_PATCH)}; with "
+                           f"--plans-from the plans' patch size unless given)")
+    plan.add_argument("--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"),
+                      help=f"target spacing in mm, universal plan only (default: {list(DEFAULT_UNIVERSAL_SPACING)})")
+    plan.add_argument("--modality", nargs="+", metavar="NAME",
+                      help="channel name(s) for the universal plan: CT gets the fixed HU window "
+                           "normalisation, anything else (e.g. MRI) per-image z-scoring (default: the -d "
+                           "dataset's channel names, else CT); ignored with --plans-from")
+    run = parser.add_argument_group("training")
+    run.add_argument("--epochs", type=int, default=None,
+                     help=f"epochs (default: {defaults.epochs}; with --resume: extend or shorten the run)")
+    run.add_argument("--iters-per-epoch", type=int, default=defaults.iterations_per_epoch,
+                     help="training iterations per epoch (default: %(default)s)")
+    run.add_argument("--batch-size", type=int,
+                     help=f"global batch size (default: the plans'; universal plan: {DEFAULT_UNIVERSAL_BATCH})")
+    run.add_argument("--device", choices=("cpu", "cuda", "mps"),
+                     help="training device (default: cuda if available, else mps, else cpu)")
+    run.add_argument("--num-gpus", type=int, default=1,
+                     help="DDP processes: GPUs with --device cuda (NCCL), CPU processes with --device cpu (gloo) "
+                          "(default: %(default)s)")
+    run.add_argument("--seed", type=int, default=defaults.seed,
+                     help="seeds corruptions, validation patches, split and initial weights (default: %(default)s)")
+    run.add_argument("--resume", action="store_true",
+                     help="continue the run prepared in OUT (weights, optimiser, epoch); also starts a "
+                          "run prepared with --prepare-only")
+    run.add_argument("--skip-bad", action="store_true", help="continue without unusable inputs (listed)")
+    run.add_argument("--workers", type=int,
+                     help="data-augmentation worker processes (0: in the main process) and processes for "
+                          "conversion/preprocessing (default: nnU-Net's choice / 4)")
+    run.add_argument("--corruption", choices=("auto", "device", "workers"), default=defaults.corruption,
+                     help="where training batches are corrupted: on the training device in the training step "
+                          "(torch, fast on GPUs) or in nnU-Net's data workers (NumPy, fast on CPUs); auto: "
+                          "device on CUDA, workers otherwise (default: %(default)s)")
+    run.add_argument("--val-patches", type=int, default=defaults.val_patches,
+                     help="fixed validation patches scored every epoch (default: %(default)s)")
+    run.add_argument("--val-fraction", type=float, default=0.1, help="share of volumes held out for validation (default: %(default)s)")
+    run.add_argument("--png-every", type=int, default=defaults.png_every,
+                     help="epochs between restoration PNGs (default: %(default)s)")
+    run.add_argument("--save-every", type=int, default=defaults.save_every,
+                     help="epochs between checkpoint_latest.pth / genesis_latest.pth (default: %(default)s)")
+    run.add_argument("--dataset-id", type=int, help="nnU-Net id of the pretraining dataset (default: highest free)")
+    run.add_argument("--prepare-only", action="store_true",
+                     help="stop after preprocessing (start later with --resume, nnUNetv2_train or torchrun)")
+    gen = parser.add_argument_group("Genesis corruptions (nnunet_genesis.transforms.GenesisConfig)")
+    genesis_defaults = GenesisConfig()
+    for name in GENESIS_OPTION_FIELDS:
+        default = getattr(genesis_defaults, name)
+        gen.add_argument(f"--{name.replace('_', '-')}", dest=name, type=type(default), default=default,
+                         help="default: %(default)s")
+
+
+def _device(name: str | None):
+    import torch
+
+    if name is None:
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise GenesisUserError("--device cuda: PyTorch sees no CUDA GPU here (use --device cpu).")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        raise GenesisUserError("--device mps: the Apple MPS backend is not available here.")
+    return torch.device(name)
+
+
+def _check_processes(device, num: int) -> None:
+    import torch
+
+    if num < 1:
+        raise GenesisUserError(f"--num-gpus {num}: must be at least 1.")
+    if num > 1 and device.type == "mps":
+        raise GenesisUserError("--num-gpus > 1 is not supported with --device mps.")
+    if num > 1 and device.type == "cuda" and num > torch.cuda.device_count():
+        raise GenesisUserError(f"--num-gpus {num}: only {torch.cuda.device_count()} CUDA GPU(s) are visible.")
+
+
+def _genesis_config(args) -> GenesisConfig:
+    try:
+        return GenesisConfig(**{n: getattr(args, n) for n in GENESIS_OPTION_FIELDS})
+    except ValueError as e:
+        raise GenesisUserError(f"Genesis corruption options: {e}") from None
+
+
+def _positive(name: str, value) -> None:
+    if value is not None and value < 1:
+        raise GenesisUserError(f"{name} {value}: must be at least 1.")
+
+
+def run(args) -> int:
+    from nnunet_genesis.pretraining.launch import STATE_FILE, RunState, train
+    from nnunet_genesis.pretraining.options import PLANS_KEY, PretrainOptions
+    from nnunet_genesis.pretraining.prepare import PrepareRequest, prepare_run
+
+    for name in ("--iters-per-epoch", "--val-patches", "--png-every", "--save-every", "--batch-size", "--epochs"):
+        _positive(name, getattr(args, name[2:].replace("-", "_")))
+    if args.workers is not None and args.workers < 0:
+        raise GenesisUserError(f"--workers {args.workers}: must be 0 or more.")
+    if not 0 < args.val_fraction < 1:
+        raise GenesisUserError(f"--val-fraction {args.val_fraction}: must be between 0 and 1.")
+    device = _device(args.device)
+    _check_processes(device, args.num_gpus)
+    out: Path = args.out.resolve()
+    state_file = out / STATE_FILE
+    extra_env = {"nnUNet_n_proc_DA": str(args.workers)} if args.workers is not None else {}
+
+    if args.resume:
+        if not state_file.is_file():
+            raise GenesisUserError(f"--resume: {out} holds no prepared pretraining run ({STATE_FILE} is missing); "
+                                   f"start one without --resume.")
+        if args.inputs or args.datasets or args.plans_from:
+            print(f"--resume: continuing the run recorded in {state_file}; the given sources/plans are not re-read.")
+        state = RunState.load(out)
+        if args.epochs is not None:  # extending (or shortening) a run is allowed on resume
+            plans_file = state.nnunet_folders.preprocessed / state.dataset_name / f"{state.plans_identifier}.json"
+            plans = json.loads(plans_file.read_text())
+            plans[PLANS_KEY]["epochs"] = args.epochs
+            tmp = plans_file.with_name(plans_file.name + ".tmp")
+            tmp.write_text(json.dumps(plans, indent=2))
+            os.replace(tmp, plans_file)
+    else:
+        if state_file.exists():
+            raise GenesisUserError(f"{out} already holds a pretraining run ({STATE_FILE}); continue it with "
+                                   f"--resume or choose another -o folder.")
+        if not args.inputs and not args.datasets:
+            raise GenesisUserError("No sources: give -i folders of volumes and/or -d nnU-Net raw datasets.")
+        options = PretrainOptions(
+            epochs=args.epochs or PretrainOptions().epochs, iterations_per_epoch=args.iters_per_epoch,
+            seed=args.seed, val_patches=args.val_patches, png_every=args.png_every, save_every=args.save_every,
+            corruption=args.corruption, genesis=_genesis_config(args).to_dict())
+        request = PrepareRequest(
+            out=out, inputs=args.inputs, datasets=args.datasets, plans_from=args.plans_from,
+            plans_identifier=args.plans_identifier, configuration=args.configuration,
+            patch_size=args.patch_size, spacing=args.spacing, batch_size=args.batch_size,
+            modality=args.modality, skip_bad=args.skip_bad,
+            workers=args.workers if args.workers else min(4, os.cpu_count() or 1),
+            dataset_id=args.dataset_id, val_fraction=args.val_fraction, options=options)
+        state = prepare_run(request)
+    _check_batch(state, args.num_gpus)
+    if args.prepare_only:
+        print(_prepared_message(state, out))
+        return 0
+    train(state, device, args.num_gpus, resume=args.resume, extra_env=extra_env)
+    final = out / "genesis_final.pth"
+    if not final.is_file():
+        raise GenesisUserError(f"Training ended without writing {final}; see the log in {state.output_folder()}.",
+                               exit_code=1)
+    print(f"Genesis checkpoint: {final}\nLoss curve: {out / 'genesis_loss.png'}\n"
+          f"nnU-Net run folder (log, progress.png, checkpoints): {state.output_folder()}\n"
+          f"Inspect it with: nnunet-genesis inspect {final}")
+    return 0
+
+
+def _check_batch(state, num_processes: int) -> None:
+    plans_file = state.nnunet_folders.preprocessed / state.dataset_name / f"{state.plans_identifier}.json"
+    batch = json.loads(plans_file.read_text())["configurations"][state.configuration]["batch_size"]
+    if batch < num_processes:
+        raise GenesisUserError(f"--num-gpus {num_processes} needs a global batch size of at least "
+                               f"{num_processes}; the plans have {batch} (set --batch-size).")
+
+
+def _prepared_message(state, out: Path) -> str:
+    f = state.folders
+    env = " ".join(f"{k}={v}" for k, v in f.items())
+    dataset_id = int(state.dataset_name[7:10])
+    return (f"Prepared {state.dataset_name} ({state.plans_identifier}, {state.configuration}). Start training with\n"
+            f"  nnunet-genesis pretrain -o {out} --resume [--device cuda --num-gpus N]\n"
+            f"or, with nnUNet_extTrainer set (nnunet-genesis env):\n"
+            f"  {env} nnUNetv2_train {dataset_id} {state.configuration} {state.fold} "
+            f"-tr nnUNetTrainerGenesisPretrain -p {state.plans_identifier} [-num_gpus N]\n"
+            f"or on several machines sharing the folders:\n"
+            f"  torchrun --nnodes M --nproc-per-node G ... -m nnunet_genesis.pretraining.launch {out}")

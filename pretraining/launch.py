@@ -1,0 +1,155 @@
+"""Running the pretraining trainer: one process, DDP processes on one machine, or torchrun.
+
+* one process: the trainer runs in the calling process;
+* ``--num-gpus N``: N processes started with ``torch.multiprocessing.spawn``, joined in a
+  ``torch.distributed`` group: NCCL on GPUs (one GPU per process), gloo on the CPU (N CPU
+  processes; nnU-Net's own ``-num_gpus`` only supports CUDA);
+* several machines: prepare once with ``nnunet-genesis pretrain ... --prepare-only`` on a shared
+  file system, then on every machine
+  ``torchrun --nnodes M --nproc-per-node G ... -m nnunet_genesis.pretraining.launch OUT``.
+
+Every route builds the trainer the way ``nnUNetv2_train`` does (plans + dataset.json from
+nnUNet_preprocessed) and resumes with nnU-Net's ``maybe_load_checkpoint``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from nnunet_genesis.pretraining.folders import NnunetFolders, nnunet_environment
+
+STATE_FILE = "pretrain_state.json"
+
+
+@dataclass(frozen=True)
+class RunState:
+    """Where a prepared pretraining run lives (OUT/pretrain_state.json)."""
+
+    dataset_name: str
+    plans_identifier: str
+    configuration: str
+    fold: int
+    folders: dict[str, str]
+
+    def save(self, out: Path) -> None:
+        path = Path(out) / STATE_FILE
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, out: Path) -> "RunState":
+        return cls(**json.loads((Path(out) / STATE_FILE).read_text()))
+
+    @property
+    def nnunet_folders(self) -> NnunetFolders:
+        return NnunetFolders.from_dict(self.folders)
+
+    def output_folder(self) -> Path:
+        from nnunet_genesis.pretraining.trainer import nnUNetTrainerGenesisPretrain
+
+        return (self.nnunet_folders.results / self.dataset_name /
+                f"{nnUNetTrainerGenesisPretrain.__name__}__{self.plans_identifier}__{self.configuration}" /
+                f"fold_{self.fold}")
+
+
+def build_trainer(state: RunState, device: torch.device, resume: bool):
+    """The trainer as ``nnUNetv2_train`` builds it (call with the nnU-Net folders set)."""
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+
+    from nnunet_genesis.pretraining.trainer import nnUNetTrainerGenesisPretrain
+
+    base = state.nnunet_folders.preprocessed / state.dataset_name
+    plans = load_json(str(base / f"{state.plans_identifier}.json"))
+    plans["continue_training"] = resume
+    dataset_json = load_json(str(base / "dataset.json"))
+    return nnUNetTrainerGenesisPretrain(plans=plans, configuration=state.configuration, fold=state.fold,
+                                        dataset_json=dataset_json, device=device)
+
+
+def run_trainer(state: RunState, device: torch.device, resume: bool) -> None:
+    from nnunetv2.run.run_training import maybe_load_checkpoint
+
+    trainer = build_trainer(state, device, resume)
+    maybe_load_checkpoint(trainer, resume, False, None)
+    trainer.run_training()
+    trainer.perform_actual_validation(False)
+
+
+def _ddp_worker(rank: int, world_size: int, state: RunState, device_type: str, resume: bool) -> None:
+    import torch.distributed as dist
+
+    backend = "nccl" if device_type == "cuda" else "gloo"
+    dist.init_process_group(backend, rank=rank, world_size=world_size)
+    try:
+        if device_type == "cuda":
+            torch.cuda.set_device(rank)
+            device = torch.device("cuda", rank)
+        else:
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
+            device = torch.device(device_type)
+        run_trainer(state, device, resume)
+    finally:
+        dist.destroy_process_group()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def train(state: RunState, device: torch.device, num_processes: int, resume: bool,
+          extra_env: dict[str, str] | None = None) -> None:
+    """Run (or resume) the prepared pretraining in 1 or ``num_processes`` processes."""
+    env = dict(extra_env or {})
+    if num_processes > 1:
+        env.setdefault("MASTER_ADDR", "127.0.0.1")
+        env.setdefault("MASTER_PORT", str(free_port()))
+    with nnunet_environment(state.nnunet_folders, env):
+        if num_processes <= 1:
+            run_trainer(state, device, resume)
+        else:
+            import torch.multiprocessing as mp
+
+            mp.spawn(_ddp_worker, args=(num_processes, state, device.type, resume), nprocs=num_processes, join=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """torchrun entry point: every rank joins the group from torchrun's environment."""
+    import torch.distributed as dist
+
+    parser = argparse.ArgumentParser(prog="python -m nnunet_genesis.pretraining.launch",
+                                     description="Run a prepared Genesis pretraining under torchrun.")
+    parser.add_argument("out", type=Path, help="the OUT folder of 'nnunet-genesis pretrain --prepare-only'")
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args(argv)
+    state = RunState.load(args.out)
+    dist.init_process_group("nccl" if args.device == "cuda" else "gloo")
+    try:
+        if args.device == "cuda":
+            local = int(os.environ.get("LOCAL_RANK", 0))
+            torch.cuda.set_device(local)
+            device = torch.device("cuda", local)
+        else:
+            device = torch.device("cpu")
+        with nnunet_environment(state.nnunet_folders):
+            run_trainer(state, device, args.resume)
+    finally:
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

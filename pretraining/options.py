@@ -1,0 +1,75 @@
+"""The pretraining run's settings: one dataclass, stored in the pretraining plans.
+
+``nnunet-genesis pretrain`` writes these settings into the plans file of the pretraining
+dataset under ``plans["genesis_pretraining"]``. The trainer reads them from there, so the same
+run can also be started or resumed with the stock ``nnUNetv2_train`` command (for example with
+``-num_gpus 4``), and nnU-Net's copy of the plans in the results folder records them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from nnunet_genesis.transforms import GenesisConfig
+
+PLANS_KEY = "genesis_pretraining"
+CORRUPTION_MODES = ("auto", "device", "workers")
+
+
+@dataclass
+class PretrainOptions:
+    """Settings of one pretraining run (defaults are nnU-Net-like, for a GPU).
+
+    epochs, iterations_per_epoch: the schedule (nnU-Net's poly learning rate runs over
+        ``epochs``).
+    seed: seeds the fixed validation patches and their corruption, the train/validation
+        split, the initial weights and the training corruptions: on the device route per
+        (rank, epoch, iteration), so a resumed run corrupts like an uninterrupted one; on the
+        workers route per worker process (mixed with its process id, so not reproducible).
+        nnU-Net's patch sampling and spatial augmentation use its own unseeded random
+        generators, so two runs are never bit-identical.
+    val_patches: number of fixed validation patches scored every epoch (restoration MSE).
+    png_every: epochs between the PNGs of original / corrupted / restored slices.
+    save_every: epochs between ``checkpoint_latest.pth`` / ``genesis_latest.pth`` writes.
+    export_folder: where ``genesis_latest.pth``, ``genesis_final.pth`` and the PNGs go;
+        empty means nnU-Net's output folder of the run.
+    plans_from: ``{"dataset", "plans", "configuration"}`` of the target dataset whose plans
+        were transferred; empty for the universal Genesis plan.
+    corruption: where the training batches are corrupted: "device" (``corrupt_batch`` on the
+        training device inside ``train_step``), "workers" (``GenesisCorruptionTransform`` in
+        nnU-Net's data-augmentation workers) or "auto" (device on CUDA, workers otherwise).
+    genesis: ``GenesisConfig.to_dict()``.
+    """
+
+    epochs: int = 100
+    iterations_per_epoch: int = 250
+    seed: int = 12345
+    val_patches: int = 16
+    png_every: int = 5
+    save_every: int = 1
+    export_folder: str = ""
+    plans_from: dict[str, str] = field(default_factory=dict)
+    corruption: str = "auto"
+    genesis: dict[str, Any] = field(default_factory=lambda: GenesisConfig().to_dict())
+
+    def __post_init__(self) -> None:
+        if self.corruption not in CORRUPTION_MODES:
+            raise ValueError(f"corruption must be one of {CORRUPTION_MODES}, got {self.corruption!r}")
+
+    def genesis_config(self) -> GenesisConfig:
+        return GenesisConfig.from_dict(self.genesis)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_plans(cls, plans: Mapping[str, Any]) -> "PretrainOptions":
+        """Read the block from a plans dict; absent keys take the defaults."""
+        block = plans.get(PLANS_KEY) or {}
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(block) - known)
+        if unknown:
+            raise ValueError(f"plans['{PLANS_KEY}'] has unknown keys {unknown}; known: {sorted(known)}")
+        return cls(**dict(block))

@@ -1,0 +1,88 @@
+"""PNG figures of a pretraining run: the loss curve and restored validation slices."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+
+def _save(fig, path: Path) -> None:
+    """Write the figure through a temp file, so a reader never sees a half-written PNG."""
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=100)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def plot_loss_curve(train: Sequence[float], val: Sequence[float], path: Path) -> None:
+    """Train and fixed-validation restoration MSE per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with plt.style.context("default"):  # nnU-Net's progress plot changes the global style (seaborn)
+        _loss_figure(plt, train, val, path)
+
+
+def _loss_figure(plt, train, val, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(range(len(train)), train, "o-", label="train (corrupted batches)")
+    ax.plot(range(len(val)), val, "s-", label="validation (fixed patches)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("restoration MSE")
+    if all(v > 0 for v in list(train) + list(val)):
+        ax.set_yscale("log")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    ax.set_title("Models Genesis restoration loss")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_restorations(original: np.ndarray, corrupted: np.ndarray, restored: np.ndarray,
+                      path: Path, title: str) -> None:
+    """Middle slice (first axis, channel 0) of each patch: original | corrupted | restored.
+
+    Arrays are (N, C, Z, Y, X). Each row shares one grey scale, taken from the original.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with plt.style.context("default"):
+        _restoration_figure(plt, original, corrupted, restored, path, title)
+
+
+def _restoration_figure(plt, original, corrupted, restored, path: Path, title: str) -> None:
+    n = original.shape[0]
+    fig, axes = plt.subplots(n, 3, figsize=(9, 3 * n), squeeze=False)
+    z = original.shape[2] // 2
+    for row in range(n):
+        ref = original[row, 0, z]
+        lo, hi = np.percentile(ref, [0.5, 99.5]) if ref.size else (0, 1)
+        hi = hi if hi > lo else lo + 1
+        for col, (name, arr) in enumerate((("original", original), ("corrupted", corrupted), ("restored", restored))):
+            ax = axes[row, col]
+            ax.imshow(arr[row, 0, z], cmap="gray", vmin=lo, vmax=hi)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(name)
+    fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)

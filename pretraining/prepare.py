@@ -1,0 +1,181 @@
+"""From source folders to a planned and preprocessed nnU-Net pretraining dataset.
+
+1. find the volumes (``sources``) and check the plans to transfer, if any;
+2. read and check every volume, writing NIfTI copies into a staging folder (``raw_dataset``);
+   every bad file is reported in one message (exit 2) unless ``--skip-bad``;
+3. publish the raw dataset ``DatasetXXX_GenesisPretrain`` (all-background placeholder labels);
+4. plans: nnU-Net's ``move_plans_between_datasets`` from the target dataset, or the universal
+   Genesis plan; the run settings go into the plans (``options``);
+5. nnU-Net's preprocessing (resampling, normalisation, blosc2) of the one configuration;
+6. ``OUT/pretrain_state.json`` records where all of it is, for training and ``--resume``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from nnunet_genesis.errors import GenesisUserError
+from nnunet_genesis.pretraining import plans as plans_lib
+from nnunet_genesis.pretraining.folders import NnunetFolders, choose_dataset_name, nnunet_environment
+from nnunet_genesis.pretraining.launch import RunState
+from nnunet_genesis.pretraining.options import PLANS_KEY, PretrainOptions
+from nnunet_genesis.pretraining.raw_dataset import (SOURCES_FILE, convert_to_raw_dataset, publish,
+                                                    sources_record, write_dataset_json)
+from nnunet_genesis.pretraining.sources import (BadInput, ScanResult, check_channel_counts, resolve_raw_dataset,
+                                                scan_input, scan_raw_dataset)
+
+FOLD = 0
+
+
+@dataclass
+class PrepareRequest:
+    out: Path
+    inputs: Sequence[Path] = ()
+    datasets: Sequence[str] = ()
+    plans_from: str | None = None
+    plans_identifier: str = "nnUNetPlans"
+    configuration: str = plans_lib.CONFIGURATION
+    patch_size: Sequence[int] | None = None
+    spacing: Sequence[float] | None = None
+    batch_size: int | None = None
+    modality: Sequence[str] | None = None
+    skip_bad: bool = False
+    workers: int = 1
+    dataset_id: int | None = None
+    val_fraction: float = 0.1
+    options: PretrainOptions = field(default_factory=PretrainOptions)
+
+
+def bad_inputs_message(bad: list[BadInput]) -> str:
+    lines = "\n".join(f"  - {b.line()}" for b in sorted(bad, key=lambda b: b.path))
+    return (f"{len(bad)} input(s) cannot be used for pretraining; nothing was trained or kept. Fix or "
+            f"remove them, or pass --skip-bad to continue without them:\n{lines}")
+
+
+def _target_channel_names(preprocessed: Path, dataset_name: str) -> list[str]:
+    meta = json.loads((preprocessed / dataset_name / "dataset.json").read_text())
+    names = meta.get("channel_names") or meta.get("modality") or {}
+    return [str(names[k]) for k in sorted(names, key=int)]
+
+
+def _channel_names(request: PrepareRequest, cases, n_channels: int, target_names: list[str] | None) -> list[str]:
+    if target_names is not None:
+        return target_names
+    if request.modality:
+        names = list(request.modality)
+        if len(names) == 1:
+            names = names * n_channels
+        if len(names) != n_channels:
+            raise GenesisUserError(f"--modality gives {len(names)} names but the volumes have {n_channels} channels.")
+        return names
+    from_dataset = next((c.channel_names for c in cases if c.channel_names), None)
+    return list(from_dataset) if from_dataset else ["CT"] * n_channels
+
+
+def prepare_run(request: PrepareRequest) -> RunState:
+    """Steps 1-6 above; returns the state that ``launch.train`` runs."""
+    out = Path(request.out).resolve()
+    folders = NnunetFolders.resolve(out)
+    # -d names and ids are looked up in the user's nnUNet_raw, before OUT/nnunet_work stands in for it
+    request.datasets = [str(resolve_raw_dataset(d)) for d in request.datasets]
+    with nnunet_environment(folders):
+        return _prepare(request, out, folders)
+
+
+def _prepare(request: PrepareRequest, out: Path, folders: NnunetFolders) -> RunState:
+    target_names = None
+    plans_from = None
+    if request.plans_from is not None:
+        source_name, plans_file = plans_lib.source_plans_file(request.plans_from, request.plans_identifier,
+                                                              request.configuration, folders.preprocessed)
+        target_names = _target_channel_names(folders.preprocessed, source_name)
+        plans_from = {"dataset": source_name, "plans": request.plans_identifier,
+                      "configuration": request.configuration}
+        if request.spacing is not None:
+            raise GenesisUserError("--spacing only applies to the universal plan; with --plans-from the "
+                                   "target dataset's spacing is used.")
+        # option errors (2D configuration, patch size) before the volumes are read
+        plans_lib.single_configuration(json.loads(plans_file.read_text()), request.configuration,
+                                       request.batch_size, request.patch_size)
+    else:
+        plans_lib.check_universal_request(request.patch_size, request.spacing)
+
+    scan = ScanResult()
+    for path in request.inputs:
+        scan.extend(scan_input(Path(path)))
+    for dataset in request.datasets:
+        scan.extend(scan_raw_dataset(str(dataset)))
+    cases, channel_bad = check_channel_counts(scan.cases, len(target_names) if target_names else None)
+    bad = scan.bad + channel_bad
+
+    dataset_name = choose_dataset_name(folders, request.dataset_id)
+    folders.make()
+    raw_folder = folders.raw / dataset_name
+    staging, converted, read_bad = convert_to_raw_dataset(cases, raw_folder, workers=request.workers)
+    try:
+        bad = bad + read_bad
+        if bad and not request.skip_bad:
+            raise GenesisUserError(bad_inputs_message(bad))
+        if bad:
+            print(f"--skip-bad: continuing without {len(bad)} input(s):\n" +
+                  "\n".join(f"  - {b.line()}" for b in sorted(bad, key=lambda b: b.path)))
+        if not converted:
+            raise GenesisUserError("No usable volume is left to pretrain on"
+                                   + (" after skipping the bad inputs." if bad else "; give -i folders or -d datasets."))
+        converted.sort(key=lambda c: c.identifier)
+        n_channels = len(converted[0].source.channels)
+        channel_names = _channel_names(request, [c.source for c in converted], n_channels, target_names)
+        write_dataset_json(staging, dataset_name, channel_names, [c.identifier for c in converted])
+        record = sources_record(converted, bad)
+        (staging / SOURCES_FILE).write_text(json.dumps(record, indent=2))
+        publish(staging, raw_folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+    pre = folders.preprocessed / dataset_name
+    try:
+        return _plan_and_preprocess(request, out, folders, dataset_name, converted, channel_names,
+                                    plans_from, raw_folder, pre)
+    except BaseException:  # no half-prepared dataset left behind: both folders are this run's own
+        shutil.rmtree(raw_folder, ignore_errors=True)
+        shutil.rmtree(pre, ignore_errors=True)
+        raise
+
+
+def _plan_and_preprocess(request: PrepareRequest, out: Path, folders: NnunetFolders, dataset_name: str,
+                         converted, channel_names, plans_from, raw_folder: Path, pre: Path) -> RunState:
+    pre.mkdir(parents=True, exist_ok=True)
+    shapes = [c.shape for c in converted]
+    spacings = [c.spacing for c in converted]
+    if plans_from is not None:
+        plans = plans_lib.transfer_plans(plans_from["dataset"], request.plans_identifier, request.configuration,
+                                         dataset_name, folders.preprocessed)
+        plans = plans_lib.single_configuration(plans, request.configuration, request.batch_size, request.patch_size)
+        plans_identifier, configuration = plans_lib.TRANSFERRED_PLANS, request.configuration
+    else:
+        plans = plans_lib.universal_plans(dataset_name, channel_names, shapes, spacings, request.patch_size,
+                                          request.spacing, request.batch_size)
+        plans_identifier, configuration = plans_lib.UNIVERSAL_PLANS, plans_lib.CONFIGURATION
+    options = request.options
+    options.plans_from = plans_from or {}
+    options.export_folder = str(out)
+    plans[PLANS_KEY] = options.to_dict()
+    (pre / f"{plans_identifier}.json").write_text(json.dumps(plans, indent=2))
+    shutil.copyfile(raw_folder / "dataset.json", pre / "dataset.json")
+    shutil.copyfile(raw_folder / SOURCES_FILE, pre / SOURCES_FILE)
+    plans_lib.write_fingerprint(pre / "dataset_fingerprint.json", shapes, spacings,
+                                plans.get("foreground_intensity_properties_per_channel", {}))
+    plans_lib.write_split(pre / "splits_final.json", [c.identifier for c in converted],
+                          request.val_fraction, options.seed)
+    print(f"Preprocessing {len(converted)} volume(s) of {dataset_name} with nnU-Net "
+          f"({plans_identifier}, {configuration}) ...")
+    plans_lib.run_preprocessing(dataset_name, plans_identifier, configuration, request.workers)
+    state = RunState(dataset_name, plans_identifier, configuration, FOLD, folders.to_dict())
+    out.mkdir(parents=True, exist_ok=True)
+    state.save(out)
+    return state

@@ -1,0 +1,135 @@
+"""Reading, checking and writing the volumes as an nnU-Net raw dataset.
+
+Every volume is read once (``nnunet_genesis.volumes.read_volume`` checks it: readable, 3D,
+scalar, finite) and written as NIfTI into a staging folder next to the final dataset folder.
+Only when every volume is fine (or ``--skip-bad`` drops the bad ones) is the staging folder
+renamed into place, so a failed run leaves no half-written dataset behind.
+
+nnU-Net's preprocessing needs a label file per training case (its data loader reads the
+class locations it samples from). Pretraining has no labels, so each case gets an
+all-background placeholder label (uint8 zeros, a few kB compressed) and the dataset.json
+declares only ``background``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from nnunet_genesis.errors import GenesisUserError
+from nnunet_genesis.volumes import read_volume
+from nnunet_genesis.pretraining.sources import BadInput, SourceCase
+
+FILE_ENDING = ".nii.gz"
+SOURCES_FILE = "genesis_sources.json"
+
+
+@dataclass(frozen=True)
+class ConvertedCase:
+    identifier: str
+    source: SourceCase
+    shape: tuple[int, ...]  # numpy axis order (Z, Y, X)
+    spacing: tuple[float, ...]
+
+
+def _write_nifti(array: np.ndarray, spacing: tuple[float, ...], path: Path) -> None:
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing([float(s) for s in spacing[::-1]])
+    sitk.WriteImage(image, str(path), True)
+
+
+def _convert_case(identifier: str, case: SourceCase, staging: Path) -> ConvertedCase | BadInput:
+    arrays, spacing = [], None
+    for channel in case.channels:
+        try:
+            array, sp = read_volume(channel)
+        except GenesisUserError as e:
+            text = str(e)
+            prefix = f"{channel}: "
+            return BadInput(str(channel), text[len(prefix):] if text.startswith(prefix) else text)
+        except MemoryError:
+            return BadInput(str(channel), "too large to read into memory")
+        if not all(np.isfinite(s) and s > 0 for s in sp):
+            return BadInput(str(channel), f"invalid voxel spacing {sp}")
+        if arrays and array.shape != arrays[0].shape:
+            return BadInput(str(channel), f"shape {array.shape[1:]} differs from channel 0 "
+                                          f"({arrays[0].shape[1:]}) of the same case")
+        spacing = spacing or sp
+        arrays.append(array)
+    for c, array in enumerate(arrays):
+        _write_nifti(array[0], spacing, staging / "imagesTr" / f"{identifier}_{c:04d}{FILE_ENDING}")
+    _write_nifti(np.zeros(arrays[0].shape[1:], dtype=np.uint8), spacing,
+                 staging / "labelsTr" / f"{identifier}{FILE_ENDING}")
+    return ConvertedCase(identifier, case, tuple(arrays[0].shape[1:]), tuple(spacing))
+
+
+def convert_to_raw_dataset(cases: list[SourceCase], dataset_folder: Path, workers: int = 1) -> tuple[Path, list[ConvertedCase], list[BadInput]]:
+    """Read and check every case, writing NIfTI copies into a staging folder.
+
+    Returns ``(staging_folder, converted, bad)``. The caller either publishes the staging folder
+    with :func:`publish` or removes it (``shutil.rmtree``) when there were bad volumes.
+    """
+    dataset_folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dataset_folder.name}.", suffix=".staging",
+                                    dir=dataset_folder.parent))
+    (staging / "imagesTr").mkdir()
+    (staging / "labelsTr").mkdir()
+    identifiers = [f"case_{i:05d}" for i in range(len(cases))]
+    converted: list[ConvertedCase] = []
+    bad: list[BadInput] = []
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            results = pool.map(_convert_case, identifiers, cases, [staging] * len(cases))
+            for r in tqdm(results, total=len(cases), desc="Reading and checking volumes", unit="vol"):
+                (converted if isinstance(r, ConvertedCase) else bad).append(r)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return staging, converted, bad
+
+
+def write_dataset_json(staging: Path, dataset_name: str, channel_names: list[str], identifiers: list[str]) -> dict:
+    """nnU-Net's dataset.json, with the files listed explicitly (nnU-Net's ``dataset`` key).
+
+    Listing them spares nnU-Net its folder scan (a 12-process pool) and pins the case set.
+    """
+    meta = {
+        "name": dataset_name,
+        "description": "Unlabeled volumes for Models Genesis pretraining (nnunet-genesis pretrain). "
+                       "The labels are all-background placeholders that nnU-Net's preprocessing needs.",
+        "channel_names": {str(i): n for i, n in enumerate(channel_names)},
+        "labels": {"background": 0},
+        "numTraining": len(identifiers),
+        "file_ending": FILE_ENDING,
+        "dataset": {i: {"images": [f"imagesTr/{i}_{c:04d}{FILE_ENDING}" for c in range(len(channel_names))],
+                        "label": f"labelsTr/{i}{FILE_ENDING}"} for i in identifiers},
+    }
+    (staging / "dataset.json").write_text(json.dumps(meta, indent=2))
+    return meta
+
+
+def sources_record(converted: list[ConvertedCase], skipped: list[BadInput]) -> dict:
+    """What each case was made from (kept with the dataset and copied into the checkpoint)."""
+    return {
+        "num_volumes": len(converted),
+        "cases": {c.identifier: {"files": [str(p) for p in c.source.channels], "origin": c.source.origin,
+                                 "shape": list(c.shape), "spacing": list(c.spacing)} for c in converted},
+        "skipped": [{"path": b.path, "reason": b.reason} for b in skipped],
+    }
+
+
+def publish(staging: Path, dataset_folder: Path) -> None:
+    """Rename the finished staging folder into its final place."""
+    if dataset_folder.exists():
+        raise GenesisUserError(f"{dataset_folder} appeared while the volumes were converted; not overwriting it.")
+    os.replace(staging, dataset_folder)
