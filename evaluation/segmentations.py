@@ -1,0 +1,161 @@
+"""Finding, naming and reading segmentation files; comparing their geometry.
+
+Shared by ``evaluate`` and ``package-msd``: case names follow nnU-Net (prediction
+``case.nii.gz`` for image ``case_0000.nii.gz``) and geometry is compared in world terms
+(size, spacing, origin, direction) within small tolerances.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from nnunet_genesis.errors import GenesisUserError
+
+DEFAULT_FILE_ENDING = ".nii.gz"
+# nnU-Net's channel suffix on image files: case_0000.nii.gz, case_0001.nii.gz, ...
+_CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+
+# Geometry tolerances: far below any voxel size, above float32 header rounding.
+SPACING_ATOL_MM = 1e-3
+ORIGIN_ATOL_MM = 1e-3
+DIRECTION_ATOL = 1e-4
+
+
+def strip_ending(name: str, file_ending: str) -> str | None:
+    """``name`` without ``file_ending`` (case-insensitive), or None if it lacks it."""
+    if name.lower().endswith(file_ending.lower()) and len(name) > len(file_ending):
+        return name[: -len(file_ending)]
+    return None
+
+
+def list_cases(folder: Path, file_ending: str = DEFAULT_FILE_ENDING) -> dict[str, Path]:
+    """Case name -> file for every file in ``folder`` ending with ``file_ending``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise GenesisUserError(f"{folder} does not exist or is not a folder.")
+    out = {}
+    for p in sorted(folder.iterdir()):
+        case = strip_ending(p.name, file_ending)
+        if case is not None and p.is_file():
+            out[case] = p
+    return out
+
+
+def image_case_name(stem: str) -> tuple[str, int | None]:
+    """Case name and channel of an image file stem: ``la_003_0000`` -> (``la_003``, 0).
+
+    Stems without nnU-Net's 4-digit channel suffix (MSD layout) return channel None.
+    """
+    m = _CHANNEL_SUFFIX.match(stem)
+    if m:
+        return m.group("case"), int(m.group("channel"))
+    return stem, None
+
+
+def file_ending_from_dataset_json(folder: Path) -> str | None:
+    """The ``file_ending`` of a ``dataset.json`` in ``folder`` (nnU-Net writes one next to
+    predictions), or None."""
+    path = Path(folder) / "dataset.json"
+    if not path.is_file():
+        return None
+    try:
+        ending = json.loads(path.read_text()).get("file_ending")
+    except (json.JSONDecodeError, OSError, AttributeError):
+        return None
+    return ending if isinstance(ending, str) and ending.startswith(".") else None
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Spatial layout of an image in ITK terms (x, y, z order), first three axes only."""
+
+    size: tuple[int, ...]
+    spacing: tuple[float, ...]
+    origin: tuple[float, ...]
+    direction: tuple[float, ...]  # row-major 3x3
+
+    @classmethod
+    def of(cls, image) -> "Geometry":
+        """Geometry of a SimpleITK image or ImageFileReader (after ReadImageInformation)."""
+        dim = image.GetDimension()
+        size = tuple(int(s) for s in image.GetSize())
+        direction = np.asarray(image.GetDirection(), dtype=float).reshape(dim, dim)
+        k = min(dim, 3)
+        return cls(size[:k], tuple(float(s) for s in image.GetSpacing()[:k]),
+                   tuple(float(o) for o in image.GetOrigin()[:k]),
+                   tuple(direction[:k, :k].ravel().tolist()))
+
+    @property
+    def spacing_zyx(self) -> tuple[float, ...]:
+        """Spacing in numpy axis order (as SimpleITK's GetArrayFromImage returns arrays)."""
+        return tuple(reversed(self.spacing))
+
+    def differences(self, other: "Geometry") -> list[str]:
+        """Human-readable differences from ``other`` (empty when they match)."""
+        out = []
+        if self.size != other.size:
+            out.append(f"size {self.size} vs {other.size}")
+            return out
+        if not np.allclose(self.spacing, other.spacing, rtol=0, atol=SPACING_ATOL_MM):
+            out.append(f"spacing {_fmt(self.spacing)} vs {_fmt(other.spacing)}")
+        if not np.allclose(self.origin, other.origin, rtol=0, atol=ORIGIN_ATOL_MM):
+            out.append(f"origin {_fmt(self.origin)} vs {_fmt(other.origin)}")
+        if not np.allclose(self.direction, other.direction, rtol=0, atol=DIRECTION_ATOL):
+            out.append(f"direction {_fmt(self.direction)} vs {_fmt(other.direction)}")
+        return out
+
+
+def _fmt(values) -> str:
+    return "(" + ", ".join(f"{v:.6g}" for v in values) + ")"
+
+
+def read_geometry(path: Path) -> Geometry:
+    """Geometry from the file header only (fast: no voxel data is read)."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as e:
+        raise GenesisUserError(f"{path}: SimpleITK could not read its header ({error_detail(e)}).") from None
+    return Geometry.of(reader)
+
+
+def read_label_map(path: Path):
+    """Read a label map; returns ``(SimpleITK image, numpy array in z, y, x order)``.
+
+    Raises GenesisUserError naming the file if it is unreadable, not a scalar 3D image,
+    or holds non-integer values.
+    """
+    import SimpleITK as sitk
+
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as e:
+        raise GenesisUserError(f"{path}: SimpleITK could not read it ({error_detail(e)}).") from None
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise GenesisUserError(
+            f"{path}: is a {image.GetDimension()}D image with {image.GetNumberOfComponentsPerPixel()} "
+            f"component(s) per voxel; a segmentation must be a scalar 3D label map.")
+    array = sitk.GetArrayFromImage(image)
+    if np.issubdtype(array.dtype, np.floating) and not np.array_equal(array, np.round(array)):
+        raise GenesisUserError(
+            f"{path}: holds non-integer values (e.g. {_first_fraction(array):g}); a segmentation "
+            f"must hold integer labels, not probabilities.")
+    return image, array
+
+
+def _first_fraction(array: np.ndarray) -> float:
+    bad = array[array != np.round(array)]
+    return float(bad.flat[0]) if bad.size else float("nan")
+
+
+def error_detail(e: Exception) -> str:
+    lines = [line for line in str(e).strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else type(e).__name__
