@@ -1,0 +1,325 @@
+"""Running the pipeline's commands as resumable, logged steps (used by the demo and benchmarks).
+
+A *workspace* is one output folder holding its own ``nnUNet_raw``, ``nnUNet_preprocessed``
+and ``nnUNet_results``, so a demo never touches the user's nnU-Net folders. Every command
+runs as a subprocess with the workspace's environment (and ``nnUNet_extTrainer`` pointing at
+this package's trainers); its output goes to a log file under ``logs/``.
+
+A *step* is finished when its marker ``state/<name>.json`` exists (written atomically after
+the step's outputs are complete, with its duration). Running the pipeline again skips
+finished steps; an unfinished step first removes its partial outputs and then runs from the
+start. That is what makes an interrupted run safe to repeat.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Sequence
+
+from nnunet_genesis.errors import GenesisUserError
+
+NNUNET_FOLDERS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+
+
+def write_json_atomic(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2)
+            f.write("\n")
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give it a normal file's mode
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def remove(paths: Iterable[Path]) -> None:
+    """Delete files and folders (partial outputs of an unfinished step)."""
+    for p in paths:
+        p = Path(p)
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        elif p.exists() or p.is_symlink():
+            p.unlink()
+
+
+def command_path(name: str) -> str:
+    """An installed console script: next to this Python first (the venv), then on PATH."""
+    candidate = Path(sys.executable).parent / name
+    if candidate.is_file():
+        return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        raise GenesisUserError(f"The command {name} was not found next to {sys.executable} or on PATH; "
+                               f"is nnunetv2 installed in this environment?")
+    return found
+
+
+def genesis_command(*args: str) -> list[str]:
+    """``nnunet-genesis ARGS`` with this interpreter (works without the venv on PATH)."""
+    return [sys.executable, "-m", "nnunet_genesis.cli", *args]
+
+
+@dataclass
+class Workspace:
+    """An output folder with its own nnU-Net folders, logs and step markers."""
+
+    root: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root).resolve()
+
+    @property
+    def raw(self) -> Path:
+        return self.root / "nnUNet_raw"
+
+    @property
+    def preprocessed(self) -> Path:
+        return self.root / "nnUNet_preprocessed"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "nnUNet_results"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state"
+
+    def make(self) -> None:
+        for p in (self.raw, self.preprocessed, self.results, self.logs, self.state):
+            p.mkdir(parents=True, exist_ok=True)
+
+    def env(self) -> dict[str, str]:
+        """Environment of every subprocess: this workspace's nnU-Net folders and the trainers."""
+        from nnunet_genesis.environment import environment_for_nnunet
+
+        env = environment_for_nnunet()
+        env.update({"nnUNet_raw": str(self.raw), "nnUNet_preprocessed": str(self.preprocessed),
+                    "nnUNet_results": str(self.results), "PYTHONUNBUFFERED": "1"})
+        # nnU-Net's validation/export pools default to 8 spawned processes, each importing torch:
+        # minutes of start-up on a small machine. Half the cores (at least 1) unless the user chose.
+        env.setdefault("nnUNet_def_n_proc", str(max(1, min(8, (os.cpu_count() or 1) // 2))))
+        # OpenMP threads that spin while waiting make PyTorch on the CPU several times slower as
+        # soon as anything else runs on the machine (measured: 4x to 10x on 2 shared cores).
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        env.update(self.extra_env)
+        return env
+
+    def marker(self, step: str) -> Path:
+        return self.state / f"{step}.json"
+
+    def is_done(self, step: str) -> bool:
+        return self.marker(step).is_file()
+
+    def mark_done(self, step: str, seconds: float, info: Mapping | None = None) -> None:
+        write_json_atomic({"step": step, "seconds": round(seconds, 2), **(info or {})}, self.marker(step))
+
+    def done_info(self, step: str) -> dict:
+        return json.loads(self.marker(step).read_text())
+
+
+class StepFailed(GenesisUserError):
+    """A pipeline command exited non-zero; the message names its log and shows the tail."""
+
+    def __init__(self, message: str):
+        super().__init__(message, exit_code=1)
+
+
+def _last_line(log: Path, limit: int = 60) -> str:
+    try:
+        with open(log, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 4096))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    lines = [l.strip() for l in text.replace("\r", "\n").splitlines() if l.strip()]
+    return lines[-1][:limit] if lines else ""
+
+
+def log_tail(log: Path, n: int = 25) -> str:
+    """The last ``n`` non-empty lines of a log (progress-bar carriage returns split into lines)."""
+    try:
+        lines = [l for l in log.read_text(errors="replace").replace("\r", "\n").splitlines() if l.strip()]
+    except OSError:
+        return "(no log)"
+    return "\n".join(lines[-n:])[-4000:]
+
+
+def run_logged(cmd: Sequence[str], log: Path, env: Mapping[str, str], status: Callable[[str], None] | None = None,
+               cwd: Path | None = None) -> None:
+    """Run ``cmd``, appending its stdout+stderr to ``log``; raise StepFailed on a non-zero exit.
+
+    ``status`` is called about once a second with the log's last line (for a progress display).
+    """
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as out:
+        out.write(f"$ {' '.join(str(c) for c in cmd)}\n")
+        out.flush()
+        proc = subprocess.Popen([str(c) for c in cmd], stdout=out, stderr=subprocess.STDOUT, env=dict(env),
+                                cwd=str(cwd) if cwd else None)
+        try:
+            while True:
+                try:
+                    code = proc.wait(timeout=1.0)
+                    break
+                except subprocess.TimeoutExpired:
+                    if status is not None:
+                        status(_last_line(log))
+        except BaseException:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
+    if code != 0:
+        raise StepFailed(f"Command failed with exit code {code}: {' '.join(str(c) for c in cmd)}\n"
+                         f"Full log: {log}\nLast lines:\n{log_tail(log)}")
+
+
+def write_splits(preprocessed_dataset: Path, folds: Sequence[tuple[Sequence[str], Sequence[str]]]) -> Path:
+    """nnU-Net's ``splits_final.json``: fold i trains on ``folds[i][0]`` and validates on ``folds[i][1]``."""
+    splits = [{"train": sorted(tr), "val": sorted(val)} for tr, val in folds]
+    for i, s in enumerate(splits):
+        overlap = set(s["train"]) & set(s["val"])
+        if overlap:
+            raise ValueError(f"fold {i}: cases in both train and val: {sorted(overlap)[:5]}")
+    path = Path(preprocessed_dataset) / "splits_final.json"
+    write_json_atomic(splits, path)
+    return path
+
+
+def dataset_name_for(raw: Path, dataset_id: int) -> str:
+    """``DatasetXXX_Name`` of an id inside ``raw`` (exactly one must exist)."""
+    matches = sorted(p.name for p in raw.glob(f"Dataset{dataset_id:03d}_*") if p.is_dir())
+    if len(matches) != 1:
+        raise GenesisUserError(f"Expected one dataset with id {dataset_id} in {raw}, found {matches or 'none'}.")
+    return matches[0]
+
+
+def results_folder(results: Path, dataset_name: str, trainer: str, plans: str, configuration: str) -> Path:
+    return results / dataset_name / f"{trainer}__{plans}__{configuration}"
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = float(seconds)
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, sec = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {sec:02d} s"
+
+
+class StepDisplay:
+    """Step lines with timings plus, on a terminal, a live status line (tqdm)."""
+
+    def __init__(self, total: int, title: str):
+        from tqdm import tqdm
+
+        self.total = total
+        self.index = 0
+        self.bar = tqdm(total=total, desc=title, unit="step", dynamic_ncols=True, disable=None,
+                        bar_format="{desc} {n_fmt}/{total_fmt} [{elapsed}] {postfix}")
+
+    def write(self, text: str) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(text)
+
+    def start(self, label: str) -> None:
+        self.index += 1
+        self.label = label
+        self.bar.set_description_str(f"[{self.index}/{self.total}] {label}")
+        self.status("")
+
+    def status(self, text: str) -> None:
+        self.bar.set_postfix_str(text[:60], refresh=True)
+
+    def finish(self, label: str, seconds: float, skipped: bool = False) -> None:
+        how = "done earlier, skipped" if skipped else format_seconds(seconds)
+        self.write(f"[{self.index:>2}/{self.total}] {label:<52} {how}")
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+@dataclass
+class Step:
+    """One resumable step: ``run()`` makes ``outputs``; ``partial`` is removed before a (re)run."""
+
+    name: str
+    label: str
+    run: Callable[["StepContext"], Mapping | None]
+    partial: Callable[[], Iterable[Path]] = lambda: ()
+
+
+@dataclass
+class StepContext:
+    workspace: Workspace
+    display: StepDisplay
+    log: Path
+
+    def command(self, cmd: Sequence[str], extra_env: Mapping[str, str] | None = None) -> None:
+        env = self.workspace.env()
+        env.update(extra_env or {})
+        run_logged(cmd, self.log, env, status=self.display.status)
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its finished children."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def run_steps(workspace: Workspace, steps: Sequence[Step], title: str) -> dict[str, float]:
+    """Run the unfinished steps in order; returns each step's duration (from its marker if skipped)."""
+    display = StepDisplay(len(steps), title)
+    durations: dict[str, float] = {}
+    try:
+        for i, step in enumerate(steps, 1):
+            display.start(step.label)
+            if workspace.is_done(step.name):
+                durations[step.name] = float(workspace.done_info(step.name).get("seconds", 0.0))
+                display.finish(step.label, durations[step.name], skipped=True)
+                continue
+            remove(step.partial())
+            log = workspace.logs / f"{i:02d}_{step.name}.log"
+            if log.exists():  # an earlier, unfinished attempt: keep its log, mark the new start
+                with open(log, "a") as f:
+                    f.write(f"\n===== step restarted {time.strftime('%Y-%m-%d %H:%M:%S')} =====\n")
+            t0, cpu0 = time.monotonic(), _cpu_seconds()
+            info = step.run(StepContext(workspace, display, log)) or {}
+            durations[step.name] = time.monotonic() - t0
+            # CPU time of this process and its commands: a load-independent measure of the work.
+            cpu = round(_cpu_seconds() - cpu0, 2)
+            workspace.mark_done(step.name, durations[step.name], {"cpu_seconds": cpu, "log": str(log), **dict(info)})
+            display.finish(step.label, durations[step.name])
+    finally:
+        display.close()
+    return durations

@@ -1,0 +1,191 @@
+"""Short, seeded schedules carried in the plans: the fair Genesis-vs-scratch pair of the demo.
+
+``nnunet-genesis demo`` and ``benchmarks/transfer.py`` train two models that must differ in
+one thing only, their initial weights:
+
+- ``nnUNetTrainerGenesis_demo``: starts from the Genesis checkpoint named in the plans
+  (``nnunet-genesis attach``), with ``nnUNetTrainerGenesis``'s linear warm-up + poly schedule;
+- ``nnUNetTrainerScratch_demo``: nnU-Net's random initialisation with exactly the same
+  warm-up + poly schedule (``nnUNetTrainerScratch``).
+
+Same epochs, iterations per epoch, learning rate, warm-up, batch, patch, augmentation,
+training cases and seed. The warm-up is given to both on purpose: it exists to protect
+pretrained features from the first large gradients, but giving it to one arm only would
+make the schedule a second difference between the arms.
+
+nnU-Net trainers are chosen by class name, so the schedule cannot be a command-line option.
+It is a block in the plans instead (``plans["genesis_schedule"]``, written by
+``write_schedule_plans``); ``attach`` copies it into the Genesis variant, and nnU-Net copies
+the plans into every results folder, so a trained model records the schedule it ran.
+
+Seeding: nnU-Net's network initialisation, patch sampling and augmentation draw from the
+process-global ``random``/``numpy``/``torch`` generators of the ``nnUNetv2_train`` process.
+These trainers seed them (in that process only) before the network is built and again
+before the data loaders start, so both arms start from the same random head/decoder
+initialisation and, with ``nnUNet_n_proc_DA=0`` (augmentation in the main process), see
+the same sequence of training patches. With background augmentation workers nnU-Net reseeds
+the workers from the OS, so the patch sequences differ between runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from nnunet_genesis.errors import GenesisUserError
+from nnunet_genesis.trainers.genesis import nnUNetTrainerGenesis, nnUNetTrainerScratch
+
+PLANS_KEY = "genesis_schedule"
+
+
+@dataclass(frozen=True)
+class ShortSchedule:
+    """One training schedule, identical for the Genesis and the scratch arm."""
+
+    epochs: int = 10
+    iterations_per_epoch: int = 50
+    val_iterations_per_epoch: int = 2
+    warmup_epochs: int = 1
+    seed: int = 12345
+    test_time_mirroring: bool = False  # 8 flipped passes per patch: slow on a CPU
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "iterations_per_epoch", "val_iterations_per_epoch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise ValueError(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs} of {self.epochs}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_plans(cls, plans: Mapping[str, Any], who: str) -> "ShortSchedule":
+        block = plans.get(PLANS_KEY)
+        where = f"plans '{plans.get('plans_name', '?')}' of dataset {plans.get('dataset_name', '?')}"
+        if not isinstance(block, Mapping):
+            raise GenesisUserError(
+                f"{who} takes its schedule from the plans, but the {where} have no '{PLANS_KEY}' "
+                f"block. Write a schedule plans variant with "
+                f"nnunet_genesis.trainers.demo_schedules.write_schedule_plans (the demo and "
+                f"benchmarks/transfer.py do), or use nnUNetTrainerGenesis / nnUNetTrainerScratch.")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(block) - known)
+        if unknown:
+            raise GenesisUserError(f"The '{PLANS_KEY}' block of the {where} has unknown keys {unknown}; "
+                                   f"known: {sorted(known)}.")
+        try:
+            return cls(**dict(block))
+        except (TypeError, ValueError) as e:
+            raise GenesisUserError(f"The '{PLANS_KEY}' block of the {where} is invalid: {e}.") from None
+
+
+def seed_nnunet_process(seed: int) -> None:
+    """Seed the global generators nnU-Net draws from (in the nnUNetv2_train process only)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class PlansScheduleMixin:
+    """Reads ``plans["genesis_schedule"]`` and applies it; seeds nnU-Net's generators."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        self.short_schedule = ShortSchedule.from_plans(plans, who=f"Trainer {type(self).__name__}")
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        s = self.short_schedule
+        self.num_epochs = s.epochs
+        self.num_iterations_per_epoch = s.iterations_per_epoch
+        self.num_val_iterations_per_epoch = s.val_iterations_per_epoch
+        self.warmup_epochs = s.warmup_epochs  # read by nnUNetTrainerWarmupPoly.configure_optimizers
+
+    def initialize(self):
+        if not self.was_initialized:
+            self.print_to_log_file(f"Schedule from the plans ({PLANS_KEY}): {self.short_schedule.to_dict()}")
+            seed_nnunet_process(self.short_schedule.seed)  # same random init of what is not transferred
+        super().initialize()
+
+    def get_dataloaders(self):
+        seed_nnunet_process(self.short_schedule.seed + 1)  # same patch sequence in both arms
+        return super().get_dataloaders()
+
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+        result = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        if not self.short_schedule.test_time_mirroring:
+            self.inference_allowed_mirroring_axes = None  # saved in the checkpoint, read by the predictor
+        return result
+
+
+class nnUNetTrainerGenesis_demo(PlansScheduleMixin, nnUNetTrainerGenesis):
+    """Fine-tunes from the plans' Genesis checkpoint with the plans' short schedule."""
+
+
+class nnUNetTrainerScratch_demo(PlansScheduleMixin, nnUNetTrainerScratch):
+    """Random initialisation with the plans' short schedule: the partner of nnUNetTrainerGenesis_demo."""
+
+
+def _stride_product(arch_kwargs: Mapping[str, Any]) -> list[int]:
+    strides = arch_kwargs.get("strides") or arch_kwargs.get("pool_op_kernel_sizes")
+    total = np.ones(len(strides[0]), dtype=int)
+    for s in strides:
+        total *= np.asarray(s if isinstance(s, (list, tuple)) else [s] * len(total), dtype=int)
+    return [int(v) for v in total]
+
+
+def capped_patch_size(patch_size: Sequence[int], divisors: Sequence[int], max_voxels: int) -> list[int]:
+    """Halve the largest axis (keeping each axis a multiple of its divisor) until the patch fits."""
+    patch = [int(p) for p in patch_size]
+    while int(np.prod(patch)) > max_voxels:
+        order = np.argsort(patch)[::-1]
+        for axis in order:
+            smaller = (patch[axis] // 2) // divisors[axis] * divisors[axis]
+            if smaller >= divisors[axis] and smaller >= 8:
+                patch[axis] = smaller
+                break
+        else:
+            break
+    return patch
+
+
+def write_schedule_plans(preprocessed_dataset: str | os.PathLike, variant_name: str, schedule: ShortSchedule,
+                         source_plans: str = "nnUNetPlans", configuration: str = "3d_fullres",
+                         batch_size: int | None = None, max_patch_voxels: int | None = None,
+                         width: float = 1.0) -> Path:
+    """Write ``<variant_name>.json`` next to the source plans: the schedule block and, for CPUs,
+    optionally a smaller batch, a smaller patch and fewer feature maps per stage (``width``
+    times nnU-Net's, at least 8). Topology, kernels, strides, spacing and normalisation stay
+    nnU-Net's; ``data_identifier`` is kept, so the preprocessed data is reused. Pretraining
+    with ``--plans-from`` this variant builds the same network. Returns the path; an identical
+    existing file is left as it is."""
+    folder = Path(preprocessed_dataset)
+    plans = json.loads((folder / f"{source_plans}.json").read_text())
+    plans["plans_name"] = variant_name
+    plans[PLANS_KEY] = schedule.to_dict()
+    config = plans["configurations"][configuration]
+    if batch_size is not None:
+        config["batch_size"] = int(min(batch_size, config["batch_size"]))
+    if width != 1.0:
+        if not 0 < width <= 1:
+            raise ValueError(f"width must be in (0, 1], got {width}")
+        arch = config["architecture"]["arch_kwargs"]
+        arch["features_per_stage"] = [max(8, int(round(f * width))) for f in arch["features_per_stage"]]
+    if max_patch_voxels is not None:
+        divisors = _stride_product(config["architecture"]["arch_kwargs"])
+        config["patch_size"] = capped_patch_size(config["patch_size"], divisors, max_patch_voxels)
+    target = folder / f"{variant_name}.json"
+    text = json.dumps(plans, indent=4)
+    if target.is_file() and target.read_text() == text:
+        return target
+    tmp = folder / f".{target.name}.{os.getpid()}.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, target)
+    return target
