@@ -36,7 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nnunet_genesis.demo import check_msd_folder, copy_heldout, labelled_cases, make_msd_subset, msd_task_number
+from nnunet_genesis.demo import (check_msd_folder, copy_heldout, corruption_options, labelled_cases, make_msd_subset,
+                                 msd_task_number)
 from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.pipeline import (Step, StepContext, Workspace, command_path, dataset_name_for,
                                      format_seconds, genesis_command, results_folder, run_steps,
@@ -65,17 +66,18 @@ class Setting:
     eval_cases: int
     val_cases: int
     test_time_mirroring: bool
+    corruption: str  # pretraining corruption preset: "mild" (short runs) or "paper" (nnunet_genesis.demo)
 
 
 SETTINGS = {
     # Under an hour on 2 CPU cores for Task04_Hippocampus --labelled 5 (see docs/benchmark_transfer.md).
     "cpu": Setting(batch_size=2, max_patch_voxels=64 ** 3, width=0.5, pretrain_epochs=8, pretrain_iterations=100,
                    finetune_epochs=10, finetune_iterations=50, warmup_epochs=1, eval_cases=40, val_cases=5,
-                   test_time_mirroring=False),
+                   test_time_mirroring=False, corruption="mild"),
     # nnU-Net's plan unchanged, for a GPU.
     "full": Setting(batch_size=None, max_patch_voxels=None, width=1.0, pretrain_epochs=100, pretrain_iterations=250,
                     finetune_epochs=250, finetune_iterations=250, warmup_epochs=10, eval_cases=40, val_cases=5,
-                    test_time_mirroring=True),
+                    test_time_mirroring=True, corruption="paper"),
 }
 QUICK = dict(pretrain_epochs=1, pretrain_iterations=5, finetune_epochs=2, finetune_iterations=5, warmup_epochs=1,
              eval_cases=5, val_cases=2)
@@ -206,7 +208,7 @@ class TransferBenchmark:
                 "pretrain", "-d", str(self.dataset_id), "-o", str(folder), "--plans-from", str(self.dataset_id),
                 "-p", self.plans, "-c", CONFIGURATION, "--epochs", str(s.pretrain_epochs),
                 "--iters-per-epoch", str(s.pretrain_iterations), "--seed", str(self.seed),
-                "--dataset-id", str(PRETRAIN_DATASET_ID), *common))
+                "--dataset-id", str(PRETRAIN_DATASET_ID), *corruption_options(s.corruption), *common))
         if not (folder / "genesis_final.pth").is_file():
             raise GenesisUserError(f"pretrain wrote no {folder / 'genesis_final.pth'}; see {ctx.log}.", exit_code=1)
         return {}
@@ -359,6 +361,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--pretrain-iterations", type=int)
     p.add_argument("--finetune-epochs", type=int)
     p.add_argument("--finetune-iterations", type=int)
+    p.add_argument("--corruption", choices=("mild", "paper"),
+                   help="pretraining corruption (default: the setting's: mild for cpu, paper for full)")
     p.add_argument("--quick", action="store_true", help="a few iterations only: checks that everything runs")
     return p.parse_args(argv)
 
@@ -372,7 +376,8 @@ def main(argv=None) -> int:
     overrides = {k: v for k, v in dict(eval_cases=args.eval_cases, val_cases=args.val_cases,
                                        pretrain_epochs=args.pretrain_epochs, pretrain_iterations=args.pretrain_iterations,
                                        finetune_epochs=args.finetune_epochs,
-                                       finetune_iterations=args.finetune_iterations).items() if v is not None}
+                                       finetune_iterations=args.finetune_iterations,
+                                       corruption=args.corruption).items() if v is not None}
     setting = replace(setting, **overrides)
     msd = args.msd_task.expanduser().resolve()
     ks = sorted(set(args.labelled))

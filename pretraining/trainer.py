@@ -16,7 +16,7 @@ SGD + poly learning rate, AMP, gradient clipping, logging, ``progress.png``,
     loading and spatial augmentation;
   - "workers" (default on CPU/MPS): ``GenesisCorruptionTransform`` (NumPy) appended to the
     training transforms, so it runs in nnU-Net's background workers in parallel with the
-    training step. On a CPU the NumPy path is ~100x faster than the batched torch path
+    training step. On a CPU the NumPy path (compiled loops) is far faster than the batched torch path
     (which is built for GPUs), and the training step already uses every core;
 * validation: restoration MSE on a fixed, seeded set of corrupted patches every epoch, no
   segmentation export at the end;

@@ -29,6 +29,7 @@ import torch
 from batchgeneratorsv2.transforms.base.basic_transform import BasicTransform
 
 from nnunet_genesis.transforms.config import GenesisConfig
+from nnunet_genesis.transforms.kernels import compile_kernels
 from nnunet_genesis.transforms.corrupt import corrupt
 
 
@@ -48,6 +49,7 @@ class GenesisCorruptionTransform(BasicTransform):
         self.config = config
         self.seed = seed
         self._entropy = seed if seed is not None else np.random.SeedSequence().entropy
+        compile_kernels()  # here, in the main process: nnU-Net's forked workers inherit the machine code
         self._owner_pid = os.getpid()
         self._rng: np.random.Generator | None = None
         self._rng_pid: int | None = None

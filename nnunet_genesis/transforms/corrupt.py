@@ -6,10 +6,9 @@ Zhou et al. (MICCAI 2019; MedIA 2021); see docs/transforms.md.
 
 Work that cannot show in the output is skipped (same result, less time): with out-painting,
 only blocks touching the kept boxes are shuffled and only the boxes are intensity-mapped;
-shuffle blocks entirely inside an in-painted box are dropped. Memory is touched as little as
-possible: besides the two returned arrays no volume-sized array is allocated (shuffle, curve
-and in-painting work in place on the input array being built), because fresh multi-megabyte
-allocations (page faults) and extra passes over memory cost more than the arithmetic.
+shuffle blocks entirely inside an in-painted box are dropped. Besides the two returned arrays
+no volume-sized array is allocated, and the input is built in one pass per step (copy,
+shuffle, mapping in place, noise) by compiled loops (``kernels.py``).
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from nnunet_genesis.transforms.config import GenesisConfig
 from nnunet_genesis.transforms.flips import choose_flip_axes, flipped_copy
 from nnunet_genesis.transforms.local_shuffle import sample_blocks, shuffle_blocks_into
 from nnunet_genesis.transforms.nonlinear import sample_intensity_mapping
-from nnunet_genesis.transforms.painting import inpaint, sample_paint_boxes, uniform_noise_into
+from nnunet_genesis.transforms.painting import paint_noise, sample_paint_boxes
 
 # One uniform per decision, drawn together: flip X, flip Y, flip Z, shuffle, curve, paint, outpaint.
 N_DECISIONS = 7
@@ -72,31 +71,22 @@ def corrupt(image: np.ndarray, rng: np.random.Generator,
         if u[5] < config.paint_rate else None
 
     shuffle = bool(u[3] < config.local_rate)
-    outpaint = boxes is not None and boxes.outpaint
-    # the network input, built in place from here on (out-painting alone overwrites it all)
-    out = target.copy() if shuffle or not outpaint else np.empty_like(target)
-    if shuffle:
-        blocks = sample_blocks(spatial, rng, config)
-        if boxes is not None:
-            blocks = blocks.subset(boxes.visible_blocks(blocks))
-        shuffle_blocks_into(out, target, blocks, rng)
-
+    blocks = sample_blocks(spatial, rng, config) if shuffle else None
+    if blocks is not None and boxes is not None:
+        blocks = blocks.subset(boxes.visible_blocks(blocks))
     mapping = sample_intensity_mapping(lo, hi, rng, config) if u[4] < config.nonlinear_rate else None
 
-    if outpaint:
-        # keep (mapped copies of) the boxes, fill everything with noise, put the boxes back;
-        # overlapping boxes hold the same values, so the order of putting back does not matter
-        kept = []
-        for sl in boxes.slices():
-            region = (out if shuffle else target)[(slice(None),) + sl]
-            kept.append((sl, mapping.apply(region) if mapping is not None else region.copy()))
-        uniform_noise_into(out, lo, hi, rng)
-        for sl, region in kept:
-            out[(slice(None),) + sl] = region
-        return out, target
-
+    # The network input, built in one array: a copy of the target (only the kept boxes when
+    # out-painting), shuffled, mapped in place, painted.
+    out = np.empty_like(target)
+    regions = boxes.slices() if boxes is not None and boxes.outpaint else [tuple(slice(0, n) for n in spatial)]
+    for sl in regions:
+        out[(slice(None),) + sl] = target[(slice(None),) + sl]
+    if blocks is not None:
+        shuffle_blocks_into(out, target, blocks, rng)
     if mapping is not None:
-        mapping.apply(out, out=out)
+        for sl in regions:
+            mapping.apply_in_box(out, out, sl)
     if boxes is not None:
-        inpaint(out, boxes, lo, hi, rng)
+        paint_noise(out, boxes, lo, hi, rng)
     return out, target

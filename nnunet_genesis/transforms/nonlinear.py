@@ -11,20 +11,19 @@ have both coordinates sorted, which makes x(t) and y(t) non-decreasing in t, so 
 the graph of a monotone function y(x).
 
 Evaluation is a lookup table of ``bezier_lut_size`` entries over [lo, hi] with linear
-interpolation, written as ``A[i] + B[i] * x`` so a voxel costs two table reads and one
-multiply-add (no per-voxel root finding).
+interpolation, written as ``A[i] + B[i] * (x - lo)`` so a voxel costs two table reads and one
+multiply-add (no per-voxel root finding), in a compiled loop (``kernels.map_box``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
 from nnunet_genesis.transforms.config import GenesisConfig
-
-CHUNK = 1 << 15  # voxels per step of the table lookup
-
+from nnunet_genesis.transforms.kernels import map_box
 
 def bezier_lookup_table(control: np.ndarray, size: int, decreasing: bool) -> np.ndarray:
     """Normalised curve y(u) on ``size`` equally spaced u in [0, 1].
@@ -53,70 +52,58 @@ class IntensityMapping:
     tables: np.ndarray  # (C, K) normalised curve values in [0, 1]
     decreasing: np.ndarray  # (C,) bool
 
-    def _linear_pieces(self, c: int) -> tuple[np.ndarray, np.ndarray, float]:
-        """Tables A, B (float32) with f(x) = A[i] + B[i] * (x - lo) on bin i, and the bin scale.
+    @cached_property
+    def kernel_tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(lo, hi, scale, AB) float32 with f(x) = AB[c, i, 0] + AB[c, i, 1] * (x - lo[c]) on bin i.
 
-        Working relative to ``lo`` keeps float32 exact enough when |lo| >> hi - lo.
+        Bin i = floor((x - lo) * scale) of K = table size; working relative to ``lo`` keeps
+        float32 exact enough when |lo| >> hi - lo. A constant channel maps to itself (scale 0,
+        A = lo, B = 0).
         """
-        lo, hi = float(self.lo[c]), float(self.hi[c])
-        table = self.tables[c]
-        K = table.size
-        slope = np.diff(table)
-        slope = np.append(slope, slope[-1])  # bin K-1 only holds x == hi
-        scale = (K - 1) / (hi - lo)
+        C, K = self.tables.shape
         i = np.arange(K)
-        # y = lo + (hi-lo) * (table[i] + (u - i) * slope[i]),  u = (x - lo) * scale
-        a = lo + (hi - lo) * (table - i * slope)
-        b = (K - 1) * slope
-        return a.astype(np.float32), b.astype(np.float32), scale
+        scale = np.zeros(C)
+        A = np.repeat(self.lo[:, None], K, axis=1)
+        B = np.zeros((C, K))
+        for c in range(C):
+            lo, hi = float(self.lo[c]), float(self.hi[c])
+            if not hi > lo:
+                continue
+            table = self.tables[c]
+            slope = np.append(np.diff(table), table[-1] - table[-2])  # bin K-1 only holds x == hi
+            scale[c] = (K - 1) / (hi - lo)
+            # y = lo + (hi-lo) * (table[i] + (u - i) * slope[i]),  u = (x - lo) * scale
+            A[c] = lo + (hi - lo) * (table - i * slope)
+            B[c] = (K - 1) * slope
+        f32 = lambda v: np.ascontiguousarray(v, dtype=np.float32)  # noqa: E731
+        return f32(self.lo), f32(self.hi), f32(scale), f32(np.stack([A, B], axis=-1))
 
     def apply(self, image: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Every voxel of channel c mapped through curve c, float32; returns ``out``.
 
-        ``out`` defaults to a new array; it may be ``image`` itself (in place: ``corrupt`` uses
-        this to avoid another volume-sized allocation). Values are expected in [lo, hi] of
-        their channel (the mapping is drawn from the image it is applied to); values outside
-        are mapped by the nearest end segment and clipped.
+        ``out`` defaults to a new array; it may be ``image`` itself. Values are expected in
+        [lo, hi] of their channel (the mapping is drawn from the image it is applied to);
+        values outside are mapped by the nearest end segment and clipped.
         """
         image = np.asarray(image, dtype=np.float32)
         if out is None:
             out = np.empty(image.shape, dtype=np.float32)
         elif out.shape != image.shape or out.dtype != np.float32:
             raise ValueError(f"out must be float32 of shape {image.shape}, got {out.dtype} {out.shape}.")
-        n = image[0].size
-        chunk = min(n, CHUNK)
-        d = np.empty(chunk, dtype=np.float32)
-        u = np.empty(chunk, dtype=np.float32)
-        idx = np.empty(chunk, dtype=np.intp)
-        slope = np.empty(chunk, dtype=np.float32)
-        for c in range(image.shape[0]):
-            lo, hi = float(self.lo[c]), float(self.hi[c])
-            if not hi > lo:
-                if out is not image:
-                    out[c] = image[c]
-                continue
-            a, b, scale = self._linear_pieces(c)
-            x_all = image[c].reshape(-1)  # copies only if image[c] is not contiguous
-            o_all = out[c].reshape(-1)
-            if not np.shares_memory(o_all, out):
-                raise ValueError("out must be C-contiguous.")
-            s32, lo32, hi32 = np.float32(scale), np.float32(lo), np.float32(hi)
-            # chunks keep the temporaries in cache; each chunk of x is fully read (into dd)
-            # before o is written, so out may be the input itself
-            for i in range(0, n, chunk):
-                x, o = x_all[i:i + chunk], o_all[i:i + chunk]
-                m = x.size
-                dd, uu, ii, ss = d[:m], u[:m], idx[:m], slope[:m]
-                np.subtract(x, lo32, out=dd)
-                np.multiply(dd, s32, out=uu)
-                np.copyto(ii, uu, casting="unsafe")  # truncation = floor for uu >= 0
-                # mode="clip" clamps the bin to 0..K-1 (values outside [lo, hi] use the end
-                # segments) and skips the bounds check: faster than a separate np.clip
-                np.take(a, ii, out=o, mode="clip")
-                np.take(b, ii, out=ss, mode="clip")
-                ss *= dd
-                o += ss
-                np.clip(o, lo32, hi32, out=o)  # removes float rounding only
+        return self.apply_in_box(image, out, [slice(0, n) for n in image.shape[1:]])
+
+    def apply_in_box(self, image: np.ndarray, out: np.ndarray, box: "list[slice] | tuple[slice, ...]") -> np.ndarray:
+        """out[:, box] = mapping(image[:, box]) for (C, X, Y, Z) float32 arrays; returns ``out``.
+
+        ``out`` must be C-contiguous; it may be ``image`` itself.
+        """
+        if not out.flags.c_contiguous or out.dtype != np.float32:
+            raise ValueError("out must be a C-contiguous float32 array.")
+        C = image.shape[0]
+        src = out if image is out else np.ascontiguousarray(image, dtype=np.float32)
+        bounds = np.array([v for sl in box for v in (sl.start, sl.stop)], dtype=np.int64)
+        map_box(src.reshape(C, -1), out.reshape(C, -1), np.asarray(image.shape[2:], dtype=np.int64), bounds,
+                *self.kernel_tables)
         return out
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nnunet_genesis.transforms.config import GenesisConfig
+from nnunet_genesis.transforms.kernels import fill_noise_flat
 from nnunet_genesis.transforms.local_shuffle import ShuffleBlocks
 
 
@@ -91,40 +92,19 @@ def noise_scale(lo: float, hi: float) -> tuple[np.float32, np.float32]:
     return offset, scale
 
 
-NOISE_CHUNK = 1 << 16  # voxels per step: the random words and their conversion stay in cache
+def paint_noise(out: np.ndarray, boxes: PaintBoxes, lo: np.ndarray, hi: np.ndarray,
+                rng: np.random.Generator) -> np.ndarray:
+    """Noise uniform in [lo[c], hi[c]] into ``out`` (C, X, Y, Z), in place; returns ``out``.
 
-
-def uniform_noise_into(out: np.ndarray, lo: np.ndarray, hi: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Fill ``out`` (C, ...) float32 with noise uniform in [lo[c], hi[c]] per channel.
-
-    24 random bits per voxel (as ``Generator.random(dtype=float32)``), taken straight from
-    the bit generator, which is about twice as fast; drawn in chunks so no volume-sized
-    temporary is allocated.
+    In-painting fills the boxes; out-painting fills everything outside them. 24 random bits per
+    voxel (as ``Generator.random(dtype=float32)``), from a stream seeded by one draw of ``rng``.
     """
-    from nnunet_genesis.transforms.local_shuffle import random_bits
-
-    for c in range(out.shape[0]):
-        oc = out[c]
-        flat = oc.reshape(-1)
-        if not np.shares_memory(flat, oc):  # not contiguous: fill a copy, then write back
-            oc[...] = uniform_noise_into(np.empty((1,) + oc.shape, np.float32), lo[c:c + 1], hi[c:c + 1], rng)[0]
-            continue
-        offset, scale = noise_scale(float(lo[c]), float(hi[c]))
-        step = np.float32(scale) * np.float32(2.0 ** -24)
-        for i in range(0, flat.size, NOISE_CHUNK):
-            part = flat[i:i + NOISE_CHUNK]
-            bits = random_bits(rng, part.size, np.uint32)
-            bits >>= np.uint32(8)
-            np.multiply(bits, step, out=part, dtype=np.float32, casting="unsafe")
-            part += offset
+    seed = rng.integers(0, 2 ** 64, dtype=np.uint64)
+    if not out.flags.c_contiguous or out.dtype != np.float32:
+        raise ValueError("out must be a C-contiguous float32 array.")
+    scales = [noise_scale(float(a), float(b)) for a, b in zip(lo, hi)]
+    offset = np.array([o for o, _ in scales], dtype=np.float32)
+    step = np.array([s for _, s in scales], dtype=np.float32) * np.float32(2.0 ** -24)
+    mask = boxes.mask(out.shape[1:]).reshape(-1)
+    fill_noise_flat(out.reshape(out.shape[0], -1), mask, not boxes.outpaint, offset, step, seed)
     return out
-
-
-def inpaint(image: np.ndarray, boxes: PaintBoxes, lo: np.ndarray, hi: np.ndarray,
-            rng: np.random.Generator) -> np.ndarray:
-    """Fill each box of ``image`` (C, X, Y, Z) with noise, in place; returns ``image``."""
-    for sl in boxes.slices():
-        region = image[(slice(None),) + sl]
-        noise = np.empty(region.shape, dtype=np.float32)
-        region[...] = uniform_noise_into(noise, lo, hi, rng)
-    return image
