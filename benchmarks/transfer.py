@@ -67,17 +67,18 @@ class Setting:
     val_cases: int
     test_time_mirroring: bool
     corruption: str  # pretraining corruption preset: "mild" (short runs) or "paper" (nnunet_genesis.demo)
+    transfer: str  # Genesis arm: "encoder" (encoder only) or "full" (encoder and decoder)
 
 
 SETTINGS = {
     # Under an hour on 2 CPU cores for Task04_Hippocampus --labelled 5 (see docs/benchmark_transfer.md).
     "cpu": Setting(batch_size=2, max_patch_voxels=64 ** 3, width=0.5, pretrain_epochs=8, pretrain_iterations=100,
                    finetune_epochs=10, finetune_iterations=50, warmup_epochs=1, eval_cases=40, val_cases=5,
-                   test_time_mirroring=False, corruption="mild"),
+                   test_time_mirroring=False, corruption="mild", transfer="full"),
     # nnU-Net's plan unchanged, for a GPU.
     "full": Setting(batch_size=None, max_patch_voxels=None, width=1.0, pretrain_epochs=100, pretrain_iterations=250,
                     finetune_epochs=250, finetune_iterations=250, warmup_epochs=10, eval_cases=40, val_cases=5,
-                    test_time_mirroring=True, corruption="paper"),
+                    test_time_mirroring=True, corruption="paper", transfer="full"),
 }
 QUICK = dict(pretrain_epochs=1, pretrain_iterations=5, finetune_epochs=2, finetune_iterations=5, warmup_epochs=1,
              eval_cases=5, val_cases=2)
@@ -173,7 +174,7 @@ class TransferBenchmark:
         schedule = ShortSchedule(epochs=s.finetune_epochs, iterations_per_epoch=s.finetune_iterations,
                                  val_iterations_per_epoch=min(5, max(1, s.finetune_iterations // 10)),
                                  warmup_epochs=s.warmup_epochs, seed=self.seed,
-                                 test_time_mirroring=s.test_time_mirroring)
+                                 test_time_mirroring=s.test_time_mirroring, transfer_decoder=s.transfer == "full")
         plans_file = write_schedule_plans(pre, self.plans, schedule, "nnUNetPlans", CONFIGURATION,
                                           batch_size=s.batch_size, max_patch_voxels=s.max_patch_voxels, width=s.width)
         images, labels = copy_heldout(raw, evaluation, self.out / "heldout")
@@ -363,6 +364,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--finetune-iterations", type=int)
     p.add_argument("--corruption", choices=("mild", "paper"),
                    help="pretraining corruption (default: the setting's: mild for cpu, paper for full)")
+    p.add_argument("--transfer", choices=("encoder", "full"),
+                   help="weights the Genesis arm takes: encoder only, or encoder and decoder "
+                        "(default: the setting's: encoder for cpu, full for full)")
     p.add_argument("--quick", action="store_true", help="a few iterations only: checks that everything runs")
     return p.parse_args(argv)
 
@@ -377,7 +381,7 @@ def main(argv=None) -> int:
                                        pretrain_epochs=args.pretrain_epochs, pretrain_iterations=args.pretrain_iterations,
                                        finetune_epochs=args.finetune_epochs,
                                        finetune_iterations=args.finetune_iterations,
-                                       corruption=args.corruption).items() if v is not None}
+                                       corruption=args.corruption, transfer=args.transfer).items() if v is not None}
     setting = replace(setting, **overrides)
     msd = args.msd_task.expanduser().resolve()
     ks = sorted(set(args.labelled))

@@ -61,13 +61,14 @@ class DemoSettings:
     max_cases: int | None = None  # MSD: use only the first N labelled cases of the task
     max_test_images: int | None = None  # MSD: use only the first N imagesTs images
     test_cases: int = 10  # MSD: labelled cases held out as the test set
-    pretrain_epochs: int = 6
+    pretrain_epochs: int = 20
     pretrain_iterations: int = 40
-    finetune_epochs: int = 10
-    finetune_iterations: int = 25
+    finetune_epochs: int = 20
+    finetune_iterations: int = 30
     warmup_epochs: int = 2
     width: float = 1.0  # feature maps per stage relative to nnU-Net's plan (0.5 on CPU)
     corruption: str = "mild"  # "mild" (MILD_CORRUPTION) or "paper" (GenesisConfig defaults)
+    transfer: str = "full"  # Genesis arm: "full" (encoder and decoder, as in the papers) or "encoder" (encoder only)
     da_workers: int | None = 0  # nnUNet_n_proc_DA; None: nnU-Net's choice
 
     @property
@@ -79,7 +80,7 @@ class DemoSettings:
 
         return ShortSchedule(epochs=self.finetune_epochs, iterations_per_epoch=self.finetune_iterations,
                              val_iterations_per_epoch=2, warmup_epochs=self.warmup_epochs, seed=self.seed,
-                             test_time_mirroring=self.device != "cpu")
+                             test_time_mirroring=self.device != "cpu", transfer_decoder=self.transfer == "full")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -531,6 +532,29 @@ def summary_table(genesis: dict, scratch: dict) -> list[str]:
     return lines
 
 
+def restoration_summary(checkpoint: Path) -> tuple[str, bool]:
+    """One line on what the pretraining learnt, and whether it beat the best constant predictor.
+
+    Short CPU pretraining can end with the network predicting each patch's mean (restoration
+    MSE at the data's variance); its weights then carry little for fine-tuning, which a reader
+    of the Genesis-vs-scratch table must know.
+    """
+    from nnunet_genesis.checkpoint import load_checkpoint
+
+    meta = load_checkpoint(checkpoint).metadata
+    losses, base = meta.get("val_losses") or [], meta.get("val_baselines") or {}
+    if not losses or "mean" not in base:
+        return "restoration: no validation losses recorded in the checkpoint", True
+    learnt = losses[-1] < base["mean"]
+    line = (f"restoration MSE on the fixed validation patches {losses[0]:.3f} -> {losses[-1]:.3f} over "
+            f"{len(losses)} epochs (constant per-patch mean: {base['mean']:.3f}, corrupted input: "
+            f"{base['identity']:.3f})")
+    if not learnt:
+        line += ("; WARNING: not below the constant predictor, so the pretraining learnt little and the "
+                 "Genesis arm starts from nearly uninformative weights (raise --pretrain-epochs)")
+    return line, learnt
+
+
 def print_summary(demo: Demo, durations: dict[str, float], wall: float) -> None:
     c = demo.cases()
     genesis = json.loads(demo.evaluation_json("genesis").read_text())
@@ -543,6 +567,8 @@ def print_summary(demo: Demo, durations: dict[str, float], wall: float) -> None:
           f"iterations (identical schedule and seed), device {s.device}.")
     for line in summary_table(genesis, scratch):
         print("  " + line)
+    restoration, learnt = restoration_summary(demo.checkpoint)
+    print(f"Pretraining {restoration}.")
     print(f"Report:     {demo.report_dir / 'report.md'} (also report.html; plots: {demo.report_dir}/*.png)")
     print(f"Submission: {demo.submission}")
     print(f"Evaluation: {demo.evaluation_json('genesis')}, {demo.evaluation_json('scratch')} (+ .csv)")
@@ -553,6 +579,7 @@ def print_summary(demo: Demo, durations: dict[str, float], wall: float) -> None:
     write_json_atomic({"settings": s.to_dict(), "cases": c.to_dict(), "step_seconds": durations,
                        "genesis": {k: genesis[k] for k in ("summary", "foreground_mean", "n_cases")},
                        "scratch": {k: scratch[k] for k in ("summary", "foreground_mean", "n_cases")},
+                       "pretraining": {"summary": restoration, "beats_constant_predictor": learnt},
                        "report": str(demo.report_dir / "report.md"), "submission": str(demo.submission)},
                       demo.out / "summary.json")
 
@@ -609,6 +636,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--corruption", choices=("mild", "paper"), default=d.corruption,
                         help="pretraining corruption: 'paper' = the Models Genesis rates; 'mild' = no inverted "
                              "intensity mappings and less painting, which a short CPU pretraining can learn")
+    parser.add_argument("--transfer", choices=("encoder", "full"), default=d.transfer,
+                        help="weights the Genesis arm takes from the checkpoint: 'full' (encoder and decoder, "
+                             "as in the papers) or 'encoder' (the decoder starts as in the scratch arm; see "
+                             "docs/demo.md for when each did better)")
     parser.add_argument("--da-workers", type=int, default=None,
                         help="nnU-Net data-augmentation processes (nnUNet_n_proc_DA); default: 0 on cpu (the "
                              "two trainings then see identical patch sequences), nnU-Net's choice on cuda")
@@ -636,7 +667,7 @@ def settings_from_args(args: argparse.Namespace) -> DemoSettings:
         pretrain_iterations=args.pretrain_iterations, finetune_epochs=args.finetune_epochs,
         finetune_iterations=args.finetune_iterations, warmup_epochs=args.warmup_epochs,
         width=args.width if args.width is not None else (0.5 if device == "cpu" else 1.0),
-        corruption=args.corruption,
+        corruption=args.corruption, transfer=args.transfer,
         da_workers=args.da_workers if args.da_workers is not None else (0 if device == "cpu" else None))
     if args.quick:
         values.update(QUICK)

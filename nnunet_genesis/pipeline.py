@@ -286,7 +286,9 @@ class StepContext:
     def command(self, cmd: Sequence[str], extra_env: Mapping[str, str] | None = None) -> None:
         env = self.workspace.env()
         env.update(extra_env or {})
-        run_logged(cmd, self.log, env, status=self.display.status)
+        # run in the workspace: `python -m` puts the working directory first on sys.path, and a
+        # source checkout there (benchmarks are run from one) would shadow the installed package
+        run_logged(cmd, self.log, env, status=self.display.status, cwd=self.workspace.root)
 
 
 def _cpu_seconds() -> float:

@@ -40,7 +40,8 @@ def pretraining_metadata(*, plans: Mapping[str, Any], configuration_name: str,
                          configuration: Mapping[str, Any], dataset_json: Mapping[str, Any],
                          input_channels: int, options: Mapping[str, Any], sources: Mapping[str, Any],
                          epochs_done: int, batch_size: int, train_losses: Sequence[float],
-                         val_losses: Sequence[float], world_size: int, device: str) -> dict[str, Any]:
+                         val_losses: Sequence[float], world_size: int, device: str,
+                         val_baselines: Mapping[str, float] | None = None) -> dict[str, Any]:
     arch = configuration["architecture"]
     channel_names = dict(dataset_json.get("channel_names", {}))
     intensity = plans.get("foreground_intensity_properties_per_channel", {})
@@ -85,6 +86,9 @@ def pretraining_metadata(*, plans: Mapping[str, Any], configuration_name: str,
         "final_val_loss": float(val_losses[-1]) if len(val_losses) else None,
         "train_losses": [float(x) for x in train_losses],
         "val_losses": [float(x) for x in val_losses],
+        # MSE of predictors that learnt nothing on the same validation patches (see
+        # FixedValidationSet.trivial_baselines): the final val loss should be below "mean"
+        "val_baselines": dict(val_baselines or {}),
         "loss": "MSE between the restored and the uncorrupted patch",
         "versions": package_versions(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -131,6 +131,7 @@ class nnUNetTrainerGenesisPretrain(nnUNetTrainer):
         self.corrupt_on_device = mode == "device" or (mode == "auto" and self.device.type == "cuda")
         self.export_folder = Path(self.options.export_folder or self.output_folder)
         self.validation_set: FixedValidationSet | None = None
+        self.val_baselines: dict[str, float] = {}
         self._pbar = None
         self._epoch_iteration = 0
         self._step_seconds = 0.0
@@ -202,8 +203,11 @@ class nnUNetTrainerGenesisPretrain(nnUNetTrainer):
         self.validation_set = FixedValidationSet(clean, self.genesis_config, self.options.seed + 1,
                                                  self.batch_size, self.local_rank, self.world_size)
         self.num_val_iterations_per_epoch = len(self.validation_set)
+        self.val_baselines = self.validation_set.trivial_baselines()
         self.print_to_log_file(f"Fixed validation set: {count} patches from {len(val_keys)} validation case(s), "
-                               f"{len(self.validation_set)} batch(es) on this rank")
+                               f"{len(self.validation_set)} batch(es) on this rank; MSE of trivial predictors: "
+                               f"corrupted input {self.val_baselines['identity']:.5f}, per-patch mean "
+                               f"{self.val_baselines['mean']:.5f} (the val loss should fall below the latter)")
         return self.validation_set
 
     def on_train_start(self):
@@ -359,7 +363,7 @@ class nnUNetTrainerGenesisPretrain(nnUNetTrainer):
             batch_size=self.configuration_manager.batch_size,
             train_losses=self.logger.get_value("train_losses", step=None),
             val_losses=self.logger.get_value("val_losses", step=None),
-            world_size=self.world_size, device=self.device.type)
+            world_size=self.world_size, device=self.device.type, val_baselines=self.val_baselines)
         return save_checkpoint(path, self._plain_network().state_dict(), metadata)
 
     # ----------------------------------------------------------------- checkpoints

@@ -58,6 +58,18 @@ class FixedValidationSet:
         self.batches = [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]
         self._next = 0
 
+    def trivial_baselines(self) -> dict[str, float]:
+        """Restoration MSE of two predictors that learnt nothing, on these patches.
+
+        ``identity`` returns the corrupted input; ``mean`` returns each patch's per-channel mean
+        (the best constant). A pretraining whose validation loss is not below ``mean`` has not
+        learnt to restore: its weights carry little for fine-tuning.
+        """
+        target = self.target.double()
+        mean = target.mean(dim=tuple(range(2, target.ndim)), keepdim=True)
+        return {"identity": float((self.corrupted.double() - target).pow(2).mean()),
+                "mean": float((target - mean).pow(2).mean())}
+
     def __len__(self) -> int:
         return len(self.batches)
 

@@ -56,6 +56,11 @@ class ShortSchedule:
     warmup_epochs: int = 1
     seed: int = 12345
     test_time_mirroring: bool = False  # 8 flipped passes per patch: slow on a CPU
+    # Genesis arm only: False transfers the encoder alone (the decoder starts as in the scratch
+    # arm). After a short pretraining the restoration decoder's last stage ends with mostly
+    # negative normalised features; fine-tuning from the full network then stayed all-background
+    # for hundreds of iterations on the hippocampus (docs/benchmark_transfer.md).
+    transfer_decoder: bool = True
 
     def __post_init__(self) -> None:
         for name in ("epochs", "iterations_per_epoch", "val_iterations_per_epoch"):
@@ -107,6 +112,8 @@ class PlansScheduleMixin:
         self.num_iterations_per_epoch = s.iterations_per_epoch
         self.num_val_iterations_per_epoch = s.val_iterations_per_epoch
         self.warmup_epochs = s.warmup_epochs  # read by nnUNetTrainerWarmupPoly.configure_optimizers
+        if hasattr(self, "include_decoder"):  # the Genesis arm (read by nnUNetTrainerGenesis)
+            self.include_decoder = s.transfer_decoder
 
     def initialize(self):
         if not self.was_initialized:

@@ -74,6 +74,8 @@ def test_genesis_arm_started_from_the_checkpoint_and_scratch_did_not(quick_demo)
     assert "genesis" not in s_plans
     report = json.loads((genesis / "fold_0" / "genesis_transfer_report.json").read_text())
     assert report, "the Genesis trainer wrote an empty transfer report"
+    # the demo's default --transfer full: encoder and decoder from the checkpoint
+    assert report["encoder_fraction"] == 1.0 and report["decoder_fraction"] == 1.0
     assert not (scratch / "fold_0" / "genesis_transfer_report.json").exists()
     # fairness: identical schedule, network, patch and batch for both arms
     assert g_plans["genesis_schedule"] == s_plans["genesis_schedule"]
@@ -104,6 +106,9 @@ def test_predictions_evaluation_report_and_zip(quick_demo):
     assert str(out / "submission.zip") in result.stdout and str(out / "report" / "report.md") in result.stdout
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["genesis"]["summary"]) == {"1", "2"}
+    # what the pretraining learnt, against the constant predictor, is stated
+    assert "restoration MSE on the fixed validation patches" in result.stdout
+    assert isinstance(summary["pretraining"]["beats_constant_predictor"], bool)
 
 
 def test_rerun_skips_finished_steps_and_keeps_outputs(quick_demo):

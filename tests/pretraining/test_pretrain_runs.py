@@ -114,6 +114,8 @@ def test_plans_from_hippocampus_loss_falls_and_nnunet_accepts_the_weights(hippoc
     # the restoration loss on the fixed validation patches falls over the 50 iterations
     assert meta["epochs_done"] == 5 and len(meta["val_losses"]) == 5
     assert meta["val_losses"][-1] < meta["val_losses"][0], meta["val_losses"]
+    base = meta["val_baselines"]  # what the losses are compared with in the demo's summary
+    assert set(base) == {"identity", "mean"} and 0 < base["mean"] and 0 < base["identity"]
 
     # what `nnUNetv2_train 4 3d_fullres 0 -pretrained_weights genesis_final.pth` does with the file
     arch = config["architecture"]
