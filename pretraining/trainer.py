@@ -55,6 +55,7 @@ from nnunetv2.utilities.helpers import dummy_context
 from batchgeneratorsv2.transforms.base.basic_transform import BasicTransform
 
 from nnunet_genesis.checkpoint import save_checkpoint
+from nnunet_genesis.seeding import seed_nnunet_process
 from nnunet_genesis.transforms import GenesisCorruptionTransform, corrupt_batch
 from nnunet_genesis.pretraining.metadata import pretraining_metadata, read_sources
 from nnunet_genesis.pretraining.options import PretrainOptions
@@ -188,7 +189,12 @@ class nnUNetTrainerGenesisPretrain(nnUNetTrainer):
         return ComposeTransforms(transforms)
 
     def get_dataloaders(self):
-        """nnU-Net's training loader; validation uses the fixed patches instead of its loader."""
+        """nnU-Net's training loader; validation uses the fixed patches instead of its loader.
+
+        The global generators are seeded first (per rank), so that with ``--workers 0`` the
+        patch sequence, and so the whole run, repeats from ``--seed``.
+        """
+        seed_nnunet_process(int(np.random.SeedSequence([self.options.seed, self.local_rank, 5]).generate_state(1)[0]))
         train, val = super().get_dataloaders()
         if hasattr(val, "_finish"):
             val._finish()

@@ -32,7 +32,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -41,6 +40,7 @@ import numpy as np
 import torch
 
 from nnunet_genesis.errors import GenesisUserError
+from nnunet_genesis.seeding import seed_nnunet_process
 from nnunet_genesis.trainers.genesis import nnUNetTrainerGenesis, nnUNetTrainerScratch
 
 PLANS_KEY = "genesis_schedule"
@@ -91,13 +91,6 @@ class ShortSchedule:
             return cls(**dict(block))
         except (TypeError, ValueError) as e:
             raise GenesisUserError(f"The '{PLANS_KEY}' block of the {where} is invalid: {e}.") from None
-
-
-def seed_nnunet_process(seed: int) -> None:
-    """Seed the global generators nnU-Net draws from (in the nnUNetv2_train process only)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 class PlansScheduleMixin:

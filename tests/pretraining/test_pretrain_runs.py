@@ -174,3 +174,18 @@ def test_ddp_with_two_cpu_processes_on_gloo(hippocampus_preprocessed, tmp_path, 
     log = next((Path(state["folders"]["nnUNet_results"]) / state["dataset_name"]).glob("*/fold_0/training_log_*.txt"))
     text = log.read_text()
     assert "batch 1 per rank x 2 rank(s)" in text and "corruption on cpu in train_step" in text
+
+
+def test_same_seed_without_workers_repeats_the_run_exactly(hippocampus_preprocessed, tmp_path, monkeypatch):
+    """Patch sampling draws from nnU-Net's global generators: the trainer seeds them."""
+    import torch
+
+    _hippo_env(monkeypatch, hippocampus_preprocessed)
+    runs = []
+    for name in ("a", "b"):
+        assert main(_hippo_args(tmp_path / name, "--epochs", "2", "--iters-per-epoch", "3", "--seed", "7")) == 0
+        runs.append(load_checkpoint(tmp_path / name / "genesis_final.pth"))
+    a, b = runs
+    assert a.metadata["val_losses"] == b.metadata["val_losses"]
+    assert a.metadata["train_losses"] == b.metadata["train_losses"]
+    assert all(torch.equal(a.network_weights[k], b.network_weights[k]) for k in a.network_weights)
