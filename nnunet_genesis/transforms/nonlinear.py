@@ -25,6 +25,7 @@ import numpy as np
 from nnunet_genesis.transforms.config import GenesisConfig
 from nnunet_genesis.transforms.kernels import map_box
 
+
 def bezier_lookup_table(control: np.ndarray, size: int, decreasing: bool) -> np.ndarray:
     """Normalised curve y(u) on ``size`` equally spaced u in [0, 1].
 
