@@ -76,17 +76,18 @@ def corrupt(image: np.ndarray, rng: np.random.Generator,
         blocks = blocks.subset(boxes.visible_blocks(blocks))
     mapping = sample_intensity_mapping(lo, hi, rng, config) if u[4] < config.nonlinear_rate else None
 
-    # The network input, built in one array: a copy of the target (only the kept boxes when
-    # out-painting), shuffled, mapped in place, painted.
+    # The network input, built in one array: a copy of the target, shuffled, mapped in place,
+    # painted. Out-painting keeps only its boxes, so only their bounding box is copied and
+    # mapped (one region: a voxel in two overlapping boxes is mapped once); the noise then
+    # covers everything outside the boxes.
     out = np.empty_like(target)
-    regions = boxes.slices() if boxes is not None and boxes.outpaint else [tuple(slice(0, n) for n in spatial)]
-    for sl in regions:
-        out[(slice(None),) + sl] = target[(slice(None),) + sl]
+    region = (slice(None),) + (boxes.bounding_box() if boxes is not None and boxes.outpaint
+                               else tuple(slice(0, n) for n in spatial))
+    out[region] = target[region]
     if blocks is not None:
         shuffle_blocks_into(out, target, blocks, rng)
     if mapping is not None:
-        for sl in regions:
-            mapping.apply_in_box(out, out, sl)
+        mapping.apply_in_box(out, out, region[1:])
     if boxes is not None:
         paint_noise(out, boxes, lo, hi, rng)
     return out, target

@@ -33,6 +33,11 @@ class PaintBoxes:
     def slices(self) -> list[tuple[slice, slice, slice]]:
         return [tuple(slice(int(s), int(s + e)) for s, e in zip(st, sz)) for st, sz in zip(self.starts, self.sizes)]
 
+    def bounding_box(self) -> tuple[slice, slice, slice]:
+        """The smallest box holding every box."""
+        lo, hi = self.starts.min(axis=0), (self.starts + self.sizes).max(axis=0)
+        return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+
     def mask(self, spatial_shape: tuple[int, int, int]) -> np.ndarray:
         """Boolean (X, Y, Z): inside at least one box."""
         m = np.zeros(spatial_shape, dtype=bool)

@@ -108,3 +108,24 @@ def test_visible_blocks_match_a_voxel_level_check():
             expected.append(region.any() if outpaint else not any(
                 np.all((st >= b0) & (st + sz <= b0 + bs)) for b0, bs in zip(boxes.starts, boxes.sizes)))
         assert np.array_equal(boxes.visible_blocks(blocks), np.array(expected))
+
+
+
+def test_kept_boxes_are_mapped_once_where_they_overlap(unique_volume):
+    """Out-painting with the curve: every kept voxel is f(original), one f for the whole patch."""
+    from nnunet_genesis.transforms.corrupt import N_DECISIONS
+
+    cfg = GenesisConfig(flip_rate=0.0, local_rate=0.0, nonlinear_rate=1.0, paint_rate=1.0, outpaint_rate=1.0)
+    image = unique_volume((1, 30, 30, 30), seed=2)
+    overlapping = 0
+    for seed in range(20):
+        out, target = corrupt(image, np.random.default_rng(seed), cfg)
+        rng = np.random.default_rng(seed)  # the same draws as corrupt: decisions, then the boxes
+        rng.random(N_DECISIONS)
+        boxes = sample_paint_boxes(image.shape[1:], True, rng, cfg)
+        mask = boxes.mask(image.shape[1:])
+        overlapping += int(mask.sum() < boxes.sizes.prod(axis=1).sum())
+        x, y = target[0][mask], out[0][mask]
+        d = np.diff(y[np.argsort(x)])
+        assert np.all(d >= 0) or np.all(d <= 0), f"seed {seed}: the kept voxels are not one monotone mapping"
+    assert overlapping >= 3  # the check ran on patches whose boxes overlap
