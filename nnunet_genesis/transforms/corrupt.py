@@ -5,10 +5,10 @@ the restoration target (the original, flipped like the input). Order and semanti
 Zhou et al. (MICCAI 2019; MedIA 2021); see docs/transforms.md.
 
 Work that cannot show in the output is skipped (same result, less time): with out-painting,
-only blocks touching the kept boxes are shuffled and only the boxes are intensity-mapped;
-shuffle blocks entirely inside an in-painted box are dropped. Besides the two returned arrays
-no volume-sized array is allocated, and the input is built in one pass per step (copy,
-shuffle, mapping in place, noise) by compiled loops (``kernels.py``).
+only blocks touching the kept boxes are shuffled and only the boxes are copied and
+intensity-mapped; shuffle blocks entirely inside an in-painted box are dropped. Besides the two
+returned arrays no volume-sized array is allocated, and the input is built in one pass per
+step (copy, shuffle, mapping in place, noise) by compiled loops (``kernels.py``).
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from __future__ import annotations
 import numpy as np
 
 from nnunet_genesis.transforms.config import GenesisConfig
-from nnunet_genesis.transforms.flips import choose_flip_axes, flipped_copy
+from nnunet_genesis.transforms.flips import choose_flip_axes, flipped_copies
 from nnunet_genesis.transforms.local_shuffle import sample_blocks, shuffle_blocks_into
 from nnunet_genesis.transforms.nonlinear import sample_intensity_mapping
 from nnunet_genesis.transforms.painting import paint_noise, sample_paint_boxes
+from nnunet_genesis.transforms.regions import Region
 
 # One uniform per decision, drawn together: flip X, flip Y, flip Z, shuffle, curve, paint, outpaint.
 N_DECISIONS = 7
@@ -37,17 +38,6 @@ def check_image(image: object) -> None:
         raise ValueError(f"image is empty (shape {image.shape}).")
 
 
-def channel_ranges(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel (min, max) as float64; ValueError if any voxel is NaN or infinite."""
-    flat = image.reshape(image.shape[0], -1)
-    lo = flat.min(axis=1).astype(np.float64)
-    hi = flat.max(axis=1).astype(np.float64)
-    if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
-        bad = int((~np.isfinite(image)).sum())
-        raise ValueError(f"image contains {bad} NaN/Inf voxels; corruptions need finite intensities.")
-    return lo, hi
-
-
 def corrupt(image: np.ndarray, rng: np.random.Generator,
             config: GenesisConfig = GenesisConfig()) -> tuple[np.ndarray, np.ndarray]:
     """Corrupt one sample: returns (network input, restoration target), float32 (C, X, Y, Z).
@@ -63,31 +53,34 @@ def corrupt(image: np.ndarray, rng: np.random.Generator,
         raise ValueError(f"config must be a GenesisConfig, got {type(config).__name__}.")
 
     u = rng.random(N_DECISIONS)
-    target = flipped_copy(image, choose_flip_axes(u[:3], config))
-    lo, hi = channel_ranges(target)
+    shuffle = bool(u[3] < config.local_rate)
+    # the target, its range, and (to shuffle into) the input's first version, in one pass
+    target, out, lo, hi = flipped_copies(image, choose_flip_axes(u[:3], config), twice=shuffle)
     spatial = target.shape[1:]
 
     boxes = sample_paint_boxes(spatial, bool(u[6] < config.outpaint_rate), rng, config) \
         if u[5] < config.paint_rate else None
 
-    shuffle = bool(u[3] < config.local_rate)
     blocks = sample_blocks(spatial, rng, config) if shuffle else None
     if blocks is not None and boxes is not None:
         blocks = blocks.subset(boxes.visible_blocks(blocks))
     mapping = sample_intensity_mapping(lo, hi, rng, config) if u[4] < config.nonlinear_rate else None
 
-    # The network input, built in one array: a copy of the target, shuffled, mapped in place,
-    # painted. Out-painting keeps only its boxes, so only their bounding box is copied and
-    # mapped (one region: a voxel in two overlapping boxes is mapped once); the noise then
-    # covers everything outside the boxes.
-    out = np.empty_like(target)
-    region = (slice(None),) + (boxes.bounding_box() if boxes is not None and boxes.outpaint
-                               else tuple(slice(0, n) for n in spatial))
-    out[region] = target[region]
-    if blocks is not None:
+    # The network input, built in one array: a copy of the target (made with it) that is
+    # shuffled, then mapped in place; or, without shuffling, mapped (or copied) from the target
+    # in one pass. Out-painting keeps only its boxes, so only their union is copied and mapped
+    # (once per voxel where boxes overlap); the noise covers the rest.
+    region = boxes.kept_region(spatial) if boxes is not None and boxes.outpaint else Region.whole(spatial)
+    if out is not None:
         shuffle_blocks_into(out, target, blocks, rng)
-    if mapping is not None:
-        mapping.apply_in_box(out, out, region[1:])
+        if mapping is not None:
+            mapping.apply_in(out, out, region)
+    else:
+        out = np.empty_like(target)
+        if mapping is not None:
+            mapping.apply_in(target, out, region)
+        else:
+            region.copy(target, out)
     if boxes is not None:
         paint_noise(out, boxes, lo, hi, rng)
     return out, target

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from nnunet_genesis.transforms import kernels
 from nnunet_genesis.transforms.config import GenesisConfig
 
 SPATIAL_AXES = (1, 2, 3)
@@ -20,7 +21,28 @@ def choose_flip_axes(uniforms: np.ndarray, config: GenesisConfig) -> tuple[int, 
 
 def flipped_copy(image: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
     """A new C-contiguous float32 array equal to ``image`` flipped along ``axes``."""
+    return flipped_copies(image, axes)[0]
+
+
+def flipped_copies(image: np.ndarray, axes: tuple[int, ...], twice: bool = False
+                   ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
+    """(flipped copy, a second copy if ``twice``, per-channel min, max) in one pass over ``image``.
+
+    Why one pass: ``corrupt`` needs the flipped target, the intensity range (for the curve
+    and the noise) and, when it shuffles, a second copy to shuffle into. The min and max are
+    float64 (C,); ValueError if any voxel is NaN or infinite.
+    """
     if any(ax not in SPATIAL_AXES for ax in axes):
         raise ValueError(f"flip axes must be spatial axes {SPATIAL_AXES} of a (C, X, Y, Z) array, got {axes}.")
-    view = np.flip(image, axes) if axes else image
-    return np.array(view, dtype=np.float32, order="C", copy=True)
+    src = np.ascontiguousarray(image, dtype=np.float32)
+    C = src.shape[0]
+    target = np.empty_like(src)
+    second = np.empty_like(src) if twice else target
+    flip = np.array([ax in axes for ax in SPATIAL_AXES])
+    keys = kernels.flipped_copies(src.reshape(C, -1).view(np.int32), np.asarray(src.shape[1:], dtype=np.int64), flip,
+                                  target.reshape(C, -1).view(np.int32), second.reshape(C, -1).view(np.int32), twice)
+    lo, hi = (np.asarray(k ^ ((k >> 31) & 0x7FFFFFFF), np.int32).view(np.float32).astype(np.float64) for k in keys)
+    if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+        bad = int((~np.isfinite(src)).sum())
+        raise ValueError(f"image contains {bad} NaN/Inf voxels; corruptions need finite intensities.")
+    return target, (second if twice else None), lo, hi

@@ -5,11 +5,17 @@ permutations per 128^3 patch, and the intensity mapping and painting touch every
 NumPy each of these is several passes over index arrays as large as the volume; here each is
 one pass, with no temporary arrays (see docs/transforms.md, "Speed").
 
+Regions: the mapping, copies and noise work on a list of flat voxel intervals
+``[first, stop)`` of the C-order volume (``box_intervals``): the whole volume is one interval,
+a union of boxes (or its complement) one or a few per row. So out-painting maps and copies only
+its kept boxes and writes noise only around them, with no volume-sized mask.
+
 Randomness: a kernel that needs random numbers takes a 64-bit ``seed`` drawn from the caller's
-``numpy.random.Generator`` and runs a SplitMix64 stream from it (Steele, Lea and Flood, OOPSLA
-2014), returning the stream's final state. So results are reproducible from the Generator's
-seed, and there is no global random state (numba's own ``np.random`` inside kernels is global
-per process; it is not used).
+``numpy.random.Generator`` and reads the SplitMix64 sequence (Steele, Lea and Flood, OOPSLA
+2014) started from it, whose n-th value is a hash of ``seed + n * golden``: any position can
+be computed directly, so the loops that draw them vectorise. Results are reproducible from the
+Generator's seed, and there is no global random state (numba's own ``np.random`` inside kernels
+is global per process; it is not used).
 
 Compilation takes a few seconds on the first call in a fresh environment and is cached in
 ``__pycache__`` (or numba's user cache when the package folder is read-only); later processes
@@ -38,39 +44,169 @@ def _splitmix64(state):
     return state, z ^ (z >> _U31)
 
 
-@njit(inline="always", fastmath=True)
-def _mapped(x, lo, hi, scale, ab, last):
-    """Lookup-table value of ``x``: ab[i, 0] + ab[i, 1] * (x - lo) on bin i, clipped to [lo, hi]."""
-    d = x - lo
-    i = min(max(np.int64(d * scale), 0), last)
-    return min(max(ab[i, 0] + ab[i, 1] * d, lo), hi)
+@njit(inline="always")
+def _splitmix_at(seed, n):
+    """The n-th (n >= 1) 64-bit value of the SplitMix64 sequence started at ``seed``."""
+    _, r = _splitmix64(seed + (n - np.uint64(1)) * _GOLDEN)
+    return r
+
+
+@njit(inline="always")
+def _order_key(bits):
+    """Signed int32 that orders like the float32 with these bits (an involution)."""
+    return bits ^ ((bits >> np.int32(31)) & np.int32(0x7FFFFFFF))
+
+
+@njit(cache=True, nogil=True)
+def flipped_copies(src, shape, flip, dst, dst2, both):
+    """dst (and dst2 if ``both``) = src flipped along the spatial axes with ``flip[a]``; per-channel range.
+
+    All arrays are (C, N) int32 views of C-order float32 volumes of ``shape`` (X, Y, Z): bits
+    are copied, not values. Returns (lo, hi) int32 (C,) as order keys (``_order_key``: apply it
+    again for the bits of the minimum and maximum); NaN and Inf sort beyond every finite value,
+    so a non-finite voxel shows in the range. Integer min/max vectorise; one pass over ``src``.
+    """
+    X, Y, Z = shape[0], shape[1], shape[2]
+    C = src.shape[0]
+    lo = np.empty(C, np.int32)
+    hi = np.empty(C, np.int32)
+    for c in range(C):
+        s, d, d2 = src[c], dst[c], dst2[c]
+        mn, mx = np.int32(0x7FFFFFFF), np.int32(-0x80000000)
+        for x in range(X):
+            sx = X - 1 - x if flip[0] else x
+            for y in range(Y):
+                sy = Y - 1 - y if flip[1] else y
+                row, srow = (x * Y + y) * Z, (sx * Y + sy) * Z
+                if flip[2]:
+                    for z in range(Z):
+                        b = s[srow + Z - 1 - z]
+                        d[row + z] = b
+                        k = _order_key(b)
+                        mn, mx = min(mn, k), max(mx, k)
+                else:
+                    for z in range(Z):
+                        b = s[srow + z]
+                        d[row + z] = b
+                        k = _order_key(b)
+                        mn, mx = min(mn, k), max(mx, k)
+                if both:
+                    for z in range(Z):
+                        d2[row + z] = d[row + z]
+        lo[c], hi[c] = mn, mx
+    return lo, hi
+
+
+@njit(cache=True, nogil=True)
+def box_intervals(shape, starts, ends, inside):
+    """Flat voxel intervals (first, stop) covering the union of boxes, or the rest of the volume.
+
+    ``shape`` = (X, Y, Z) of a C-order volume; box b spans ``starts[b]`` to ``ends[b]``
+    (exclusive, (n, 3) int64). ``inside``: the union of the boxes, else its complement.
+    Intervals do not overlap and come in increasing order: one per maximal run along z.
+    """
+    X, Y, Z = shape[0], shape[1], shape[2]
+    n = starts.shape[0]
+    first = np.empty(X * Y * (n + 1), np.int64)
+    stop = np.empty(X * Y * (n + 1), np.int64)
+    lo_z = np.empty(n, np.int64)
+    hi_z = np.empty(n, np.int64)
+    q = 0
+    for x in range(X):
+        for y in range(Y):
+            k = 0  # the boxes' z-intervals on this row, sorted by start (insertion sort)
+            for b in range(n):
+                if starts[b, 0] <= x < ends[b, 0] and starts[b, 1] <= y < ends[b, 1]:
+                    i = k
+                    while i > 0 and lo_z[i - 1] > starts[b, 2]:
+                        lo_z[i], hi_z[i] = lo_z[i - 1], hi_z[i - 1]
+                        i -= 1
+                    lo_z[i], hi_z[i] = starts[b, 2], ends[b, 2]
+                    k += 1
+            row = (x * Y + y) * Z
+            z = 0  # end of the covered part seen so far
+            i = 0
+            while i < k:
+                a, e = lo_z[i], hi_z[i]
+                i += 1
+                while i < k and lo_z[i] <= e:  # merge touching or overlapping intervals
+                    e = max(e, hi_z[i])
+                    i += 1
+                if inside:
+                    first[q], stop[q] = row + a, row + e
+                    q += 1
+                elif a > z:
+                    first[q], stop[q] = row + z, row + a
+                    q += 1
+                z = e
+            if not inside and z < Z:
+                first[q], stop[q] = row + z, row + Z
+                q += 1
+    return first[:q].copy(), stop[:q].copy()
+
+
+@njit(cache=True, nogil=True)
+def copy_intervals(src, dst, first, stop):
+    """dst[c, v] = src[c, v] for v in every interval, (C, N) float32 arrays."""
+    for c in range(src.shape[0]):
+        s, d = src[c], dst[c]
+        for q in range(first.shape[0]):
+            for v in range(first[q], stop[q]):
+                d[v] = s[v]
 
 
 @njit(cache=True, nogil=True, fastmath=True)  # inputs are finite (corrupt checks): NaN rules not needed
-def map_box(src, dst, shape_yz, box, lo, hi, scale, ab):
-    """dst[c, box] = mapping_c(src[c, box]) for (C, N) float32 arrays (may be the same).
+def map_intervals(src, dst, first, stop, lo, hi, scale, a, b):
+    """dst[c, v] = mapping_c(src[c, v]) for v in every interval, (C, N) float32 (may be the same array).
 
-    The arrays are C-order volumes (X, Y, Z) flattened; ``box`` = (x0, x1, y0, y1, z0, z1).
-    ``lo``, ``hi``, ``scale`` (C,) and ``ab`` (C, K, 2) float32 are the per-channel lookup
+    ``lo``, ``hi``, ``scale`` (C,) and ``a``, ``b`` (C, K) float32 are the per-channel lookup
     tables (``IntensityMapping.kernel_tables``): on bin i = floor((x - lo) * scale) the mapping
-    is ab[i, 0] + ab[i, 1] * (x - lo), clipped to [lo, hi]. A and B of a bin are stored side by
-    side: one cache line per lookup.
+    is a[i] + b[i] * (x - lo), clipped to [lo, hi].
     """
-    Y, Z = shape_yz[0], shape_yz[1]
-    last = ab.shape[1] - 1
+    last = a.shape[1] - 1
     for c in range(src.shape[0]):
-        l, h, s = lo[c], hi[c], scale[c]
-        t = ab[c]
-        si, so = src[c], dst[c]
-        if box[1] - box[0] == src.shape[1] // (Y * Z) and box[3] - box[2] == Y and box[5] - box[4] == Z:
-            for v in range(si.shape[0]):  # the whole volume: one flat loop
-                so[v] = _mapped(si[v], l, h, s, t, last)
-            continue
-        for x in range(box[0], box[1]):
-            for y in range(box[2], box[3]):
-                row = (x * Y + y) * Z
-                for v in range(row + box[4], row + box[5]):
-                    so[v] = _mapped(si[v], l, h, s, t, last)
+        s, d = src[c], dst[c]
+        l, h, sc, ac, bc = lo[c], hi[c], scale[c], a[c], b[c]
+        for q in range(first.shape[0]):
+            for v in range(first[q], stop[q]):
+                u = s[v] - l
+                i = min(max(np.int32(u * sc), 0), last)
+                d[v] = min(max(ac[i] + bc[i] * u, l), h)
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def noise_intervals(dst, first, stop, offset, step, seed):
+    """dst[c, v] = offset[c] + step[c] * u for v in every interval, u uniform in 0..2**24-1.
+
+    ``step`` = range / 2**24 (24 random bits per voxel, as ``Generator.random(dtype=float32)``);
+    u is the top of SplitMix64 value c * N + v + 1 of ``seed``'s sequence, so each voxel's
+    noise depends only on the seed and the voxel and the loop vectorises.
+    """
+    for c in range(dst.shape[0]):
+        d, o, st = dst[c], offset[c], step[c]
+        start = np.uint64(c * dst.shape[1] + 1)
+        for q in range(first.shape[0]):
+            for v in range(first[q], stop[q]):
+                d[v] = o + np.float32(_splitmix_at(seed, start + np.uint64(v)) >> _U40) * st
+
+
+@njit(cache=True, nogil=True)
+def draw_blocks(dims, max_edges, n, seed):
+    """(starts, sizes) (n, 3) int64 of n shuffle blocks in a volume of shape ``dims``.
+
+    Edge along axis a uniform in 1..min(max_edges[a], dims[a]), then the start uniform in
+    0..dims[a] - edge; 32-bit multiply-shift draws, value 2 * (3 * k + a) + 1 (+1) of
+    ``seed``'s SplitMix64 sequence for the edge (start) of block k.
+    """
+    starts = np.empty((n, 3), np.int64)
+    sizes = np.empty((n, 3), np.int64)
+    for k in range(n):
+        for a in range(3):
+            q = np.uint64(2 * (3 * k + a) + 1)
+            e = 1 + np.int64(((_splitmix_at(seed, q) >> _U32) * np.uint64(min(max_edges[a], dims[a]))) >> _U32)
+            sizes[k, a] = e
+            starts[k, a] = np.int64(((_splitmix_at(seed, q + np.uint64(1)) >> _U32) * np.uint64(dims[a] - e + 1)) >> _U32)
+    return starts, sizes
 
 
 @njit(cache=True, nogil=True)
@@ -78,74 +214,68 @@ def shuffle_blocks_flat(src, dst, starts, sizes, shape_yz, seed):
     """Local pixel shuffling of (C, N) float32 arrays (C-order volumes of shape (X, Y, Z)).
 
     Blocks are processed in drawing order; each block's voxels are permuted uniformly at random
-    (inside-out Fisher-Yates, 32 random bits per swap) with the same permutation for every
+    (inside-out Fisher-Yates, 32 random bits per step) with the same permutation for every
     channel, reading ``src`` (the unshuffled image) and writing ``dst``, so a later block
-    overwrites an earlier one where they overlap. Returns the final random state.
+    overwrites an earlier one where they overlap. Block b uses the next ceil(m_b / 2) values of
+    ``seed``'s SplitMix64 sequence (two 32-bit halves each); returns where the sequence stops.
     """
     Y, Z = shape_yz[0], shape_yz[1]
     YZ = Y * Z
     n = starts.shape[0]
-    largest = 1
+    largest = 2
     for k in range(n):
         largest = max(largest, sizes[k, 0] * sizes[k, 1] * sizes[k, 2])
-    off = np.empty(largest, dtype=np.int64)  # flat index of each block voxel, row-major
-    perm = np.empty(largest, dtype=np.int64)  # the same indices, permuted
+    perm = np.empty(largest, dtype=np.int64)  # source voxel of each block voxel (row-major)
+    draws = np.empty((largest + 1) // 2, dtype=np.uint64)
+    halves = draws.view(np.uint32)
     state = np.uint64(seed)
-    low32 = np.uint64(0xFFFFFFFF)
     for k in range(n):
         base = starts[k, 0] * YZ + starts[k, 1] * Z + starts[k, 2]
-        m = 0
-        for dx in range(sizes[k, 0]):
-            for dy in range(sizes[k, 1]):
-                row = base + dx * YZ + dy * Z
-                for dz in range(sizes[k, 2]):
-                    off[m] = row + dz
-                    m += 1
-        perm[0] = off[0]
-        i = 1
-        while i < m:  # two swaps per 64-bit draw; j uniform in 0..i (multiply-shift)
-            state, r = _splitmix64(state)
-            j = np.int64(((r >> _U32) * np.uint64(i + 1)) >> _U32)
+        sx, sy, sz = sizes[k, 0], sizes[k, 1], sizes[k, 2]
+        m = sx * sy * sz
+        h = (m + 1) // 2
+        for q in range(h):  # vectorised: each value is a function of its position
+            draws[q] = _splitmix_at(state, np.uint64(q + 1))
+        state += np.uint64(h) * _GOLDEN
+        # inside-out Fisher-Yates; v walks the block's voxels row by row (an odometer over y, z)
+        v, ez, ey = base, 0, 0
+        for i in range(m):
+            j = np.int64((np.uint64(halves[i]) * np.uint64(i + 1)) >> _U32)
             perm[i] = perm[j]
-            perm[j] = off[i]
-            i += 1
-            if i < m:
-                j = np.int64(((r & low32) * np.uint64(i + 1)) >> _U32)
-                perm[i] = perm[j]
-                perm[j] = off[i]
-                i += 1
+            perm[j] = v
+            v += 1
+            ez += 1
+            if ez == sz:
+                ez = 0
+                ey += 1
+                v += Z - sz
+                if ey == sy:
+                    ey = 0
+                    v += YZ - sy * Z
         for c in range(src.shape[0]):
             s, d = src[c], dst[c]
-            for i in range(m):
-                d[off[i]] = s[perm[i]]
-    return state
-
-
-@njit(cache=True, nogil=True)
-def fill_noise_flat(dst, mask, where, offset, step, seed):
-    """dst[c, v] = offset[c] + step[c] * u for every v with mask[v] == where; u in 0..2**24-1.
-
-    ``dst`` (C, N) float32, ``mask`` (N,) bool; ``step`` = range / 2**24 (24 random bits per
-    voxel, as ``Generator.random(dtype=float32)``). Returns the final random state.
-    """
-    state = np.uint64(seed)
-    for c in range(dst.shape[0]):
-        o, st = offset[c], step[c]
-        d = dst[c]
-        for v in range(mask.shape[0]):
-            if mask[v] == where:
-                state, r = _splitmix64(state)
-                d[v] = o + np.float32(r >> _U40) * st
+            i = 0
+            for dx in range(sx):
+                for dy in range(sy):
+                    row = base + dx * YZ + dy * Z
+                    for dz in range(sz):
+                        d[row + dz] = s[perm[i + dz]]
+                    i += sz
     return state
 
 
 def compile_kernels() -> None:
     """Compile (or load from the cache) every kernel with the types ``corrupt`` uses."""
     img = np.zeros((1, 2, 2, 2), np.float32)
-    out = np.empty_like(img)
+    src, dst = img.reshape(1, -1), np.empty((1, 8), np.float32)
+    flipped_copies(src.view(np.int32), np.array([2, 2, 2], np.int64), np.zeros(3, np.bool_), dst.view(np.int32),
+                   dst.view(np.int32), True)
     one = np.zeros(1, np.float32)
-    map_box(img.reshape(1, -1), out.reshape(1, -1), np.array([2, 2], np.int64), np.array([0, 2, 0, 2, 0, 2], np.int64),
-            one, one, one, np.zeros((1, 2, 2), np.float32))
-    shuffle_blocks_flat(img.reshape(1, -1), out.reshape(1, -1), np.zeros((1, 3), np.int64), np.ones((1, 3), np.int64),
-                        np.array([2, 2], np.int64), np.uint64(1))
-    fill_noise_flat(out.reshape(1, -1), np.zeros(8, bool), False, one, one, np.uint64(1))
+    box = np.zeros((1, 3), np.int64)
+    first, stop = box_intervals(np.array([2, 2, 2], np.int64), box, box + 1, True)
+    copy_intervals(src, dst, first, stop)
+    table = np.zeros((1, 2), np.float32)
+    map_intervals(src, dst, first, stop, one, one, one, table, table)
+    noise_intervals(dst, first, stop, one, one, np.uint64(1))
+    starts, sizes = draw_blocks(np.array([2, 2, 2], np.int64), np.ones(3, np.int64), 1, np.uint64(1))
+    shuffle_blocks_flat(src, dst, starts, sizes, np.array([2, 2], np.int64), np.uint64(1))

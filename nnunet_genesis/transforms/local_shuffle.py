@@ -7,10 +7,10 @@ random (the same permutation for every channel, so a voxel moves with all its ch
 Values are always read from the unshuffled image, so overlapping blocks do not compound;
 where blocks overlap, the block drawn later wins, exactly as in the sequential algorithm.
 
-No per-block Python loop: the blocks are drawn at once (NumPy) and moved by a compiled kernel
-(``kernels.shuffle_blocks_flat``) that permutes each block with inside-out Fisher-Yates and
-copies its voxels, one pass over the block voxels with no index arrays; see docs/transforms.md,
-"Speed".
+No per-block Python loop: the blocks are drawn by one compiled loop (``kernels.draw_blocks``)
+and moved by another (``kernels.shuffle_blocks_flat``) that permutes each block with inside-out
+Fisher-Yates while walking its voxels, then copies them row by row, with no index arrays; see
+docs/transforms.md, "Speed".
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nnunet_genesis.transforms.config import GenesisConfig
-from nnunet_genesis.transforms.kernels import shuffle_blocks_flat
+from nnunet_genesis.transforms.kernels import draw_blocks, shuffle_blocks_flat
 
 
 @dataclass(frozen=True)
@@ -46,15 +46,14 @@ def max_block_edges(spatial_shape: tuple[int, int, int], config: GenesisConfig) 
 
 def sample_blocks(spatial_shape: tuple[int, int, int], rng: np.random.Generator,
                   config: GenesisConfig) -> ShuffleBlocks:
-    """Draw ``config.shuffle_blocks`` blocks (sizes, then positions) for one volume."""
-    n = config.shuffle_blocks
+    """Draw ``config.shuffle_blocks`` blocks (edges, then positions) for one volume.
+
+    One 64-bit seed is drawn from ``rng``; the 6 n integers come from a compiled loop
+    (``kernels.draw_blocks``), much cheaper than NumPy calls with per-element bounds.
+    """
+    seed = rng.integers(0, 2 ** 64, dtype=np.uint64)
     dims = np.asarray(spatial_shape, dtype=np.int64)
-    # floor(u * m) for u uniform in [0, 1) is uniform on 0..m-1 (up to 2**-53); one call
-    # for all 6n integers is much cheaper than integers() with per-element bounds.
-    u = rng.random((2, n, 3))
-    sizes = np.minimum(1 + (u[0] * max_block_edges(spatial_shape, config)).astype(np.int64), dims)
-    starts = (u[1] * (dims - sizes + 1)).astype(np.int64)
-    return ShuffleBlocks(starts, sizes)
+    return ShuffleBlocks(*draw_blocks(dims, max_block_edges(spatial_shape, config), config.shuffle_blocks, seed))
 
 
 def block_voxel_indices(blocks: ShuffleBlocks, spatial_shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:

@@ -12,7 +12,7 @@ the graph of a monotone function y(x).
 
 Evaluation is a lookup table of ``bezier_lut_size`` entries over [lo, hi] with linear
 interpolation, written as ``A[i] + B[i] * (x - lo)`` so a voxel costs two table reads and one
-multiply-add (no per-voxel root finding), in a compiled loop (``kernels.map_box``).
+multiply-add (no per-voxel root finding), in a compiled loop (``kernels.map_intervals``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from functools import cached_property
 import numpy as np
 
 from nnunet_genesis.transforms.config import GenesisConfig
-from nnunet_genesis.transforms.kernels import map_box
+from nnunet_genesis.transforms.kernels import map_intervals
+from nnunet_genesis.transforms.regions import Region, flat_channels
 
 
 def bezier_lookup_table(control: np.ndarray, size: int, decreasing: bool) -> np.ndarray:
@@ -54,8 +55,8 @@ class IntensityMapping:
     decreasing: np.ndarray  # (C,) bool
 
     @cached_property
-    def kernel_tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(lo, hi, scale, AB) float32 with f(x) = AB[c, i, 0] + AB[c, i, 1] * (x - lo[c]) on bin i.
+    def kernel_tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(lo, hi, scale, A, B) float32 with f(x) = A[c, i] + B[c, i] * (x - lo[c]) on bin i.
 
         Bin i = floor((x - lo) * scale) of K = table size; working relative to ``lo`` keeps
         float32 exact enough when |lo| >> hi - lo. A constant channel maps to itself (scale 0,
@@ -77,7 +78,7 @@ class IntensityMapping:
             A[c] = lo + (hi - lo) * (table - i * slope)
             B[c] = (K - 1) * slope
         f32 = lambda v: np.ascontiguousarray(v, dtype=np.float32)  # noqa: E731
-        return f32(self.lo), f32(self.hi), f32(scale), f32(np.stack([A, B], axis=-1))
+        return f32(self.lo), f32(self.hi), f32(scale), f32(A), f32(B)
 
     def apply(self, image: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Every voxel of channel c mapped through curve c, float32; returns ``out``.
@@ -86,25 +87,19 @@ class IntensityMapping:
         [lo, hi] of their channel (the mapping is drawn from the image it is applied to);
         values outside are mapped by the nearest end segment and clipped.
         """
-        image = np.asarray(image, dtype=np.float32)
+        image = np.ascontiguousarray(image, dtype=np.float32)
         if out is None:
             out = np.empty(image.shape, dtype=np.float32)
         elif out.shape != image.shape or out.dtype != np.float32:
             raise ValueError(f"out must be float32 of shape {image.shape}, got {out.dtype} {out.shape}.")
-        return self.apply_in_box(image, out, [slice(0, n) for n in image.shape[1:]])
+        return self.apply_in(image, out, Region.whole(image.shape[1:]))
 
-    def apply_in_box(self, image: np.ndarray, out: np.ndarray, box: "list[slice] | tuple[slice, ...]") -> np.ndarray:
-        """out[:, box] = mapping(image[:, box]) for (C, X, Y, Z) float32 arrays; returns ``out``.
+    def apply_in(self, image: np.ndarray, out: np.ndarray, region: Region) -> np.ndarray:
+        """out[:, region] = mapping(image[:, region]) for C-contiguous float32 (C, X, Y, Z) arrays.
 
-        ``out`` must be C-contiguous; it may be ``image`` itself.
+        ``out`` may be ``image`` itself; voxels outside ``region`` are left alone. Returns ``out``.
         """
-        if not out.flags.c_contiguous or out.dtype != np.float32:
-            raise ValueError("out must be a C-contiguous float32 array.")
-        C = image.shape[0]
-        src = out if image is out else np.ascontiguousarray(image, dtype=np.float32)
-        bounds = np.array([v for sl in box for v in (sl.start, sl.stop)], dtype=np.int64)
-        map_box(src.reshape(C, -1), out.reshape(C, -1), np.asarray(image.shape[2:], dtype=np.int64), bounds,
-                *self.kernel_tables)
+        map_intervals(flat_channels(image), flat_channels(out), region.first, region.stop, *self.kernel_tables)
         return out
 
 

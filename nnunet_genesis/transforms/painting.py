@@ -20,8 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from nnunet_genesis.transforms.config import GenesisConfig
-from nnunet_genesis.transforms.kernels import fill_noise_flat
+from nnunet_genesis.transforms.kernels import noise_intervals
 from nnunet_genesis.transforms.local_shuffle import ShuffleBlocks
+from nnunet_genesis.transforms.regions import Region, flat_channels
 
 
 @dataclass(frozen=True)
@@ -33,17 +34,20 @@ class PaintBoxes:
     def slices(self) -> list[tuple[slice, slice, slice]]:
         return [tuple(slice(int(s), int(s + e)) for s, e in zip(st, sz)) for st, sz in zip(self.starts, self.sizes)]
 
-    def bounding_box(self) -> tuple[slice, slice, slice]:
-        """The smallest box holding every box."""
-        lo, hi = self.starts.min(axis=0), (self.starts + self.sizes).max(axis=0)
-        return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
-
     def mask(self, spatial_shape: tuple[int, int, int]) -> np.ndarray:
         """Boolean (X, Y, Z): inside at least one box."""
         m = np.zeros(spatial_shape, dtype=bool)
         for sl in self.slices():
             m[sl] = True
         return m
+
+    def kept_region(self, spatial_shape: tuple[int, int, int]) -> Region:
+        """The voxels the painting leaves as they are (out-painting: the boxes)."""
+        return Region.of_boxes(spatial_shape, self.starts, self.sizes, inside=self.outpaint)
+
+    def noise_region(self, spatial_shape: tuple[int, int, int]) -> Region:
+        """The voxels replaced by noise (in-painting: the boxes)."""
+        return Region.of_boxes(spatial_shape, self.starts, self.sizes, inside=not self.outpaint)
 
     def visible_blocks(self, blocks: ShuffleBlocks) -> np.ndarray:
         """Which shuffle blocks can still show in the output after painting.
@@ -102,14 +106,14 @@ def paint_noise(out: np.ndarray, boxes: PaintBoxes, lo: np.ndarray, hi: np.ndarr
     """Noise uniform in [lo[c], hi[c]] into ``out`` (C, X, Y, Z), in place; returns ``out``.
 
     In-painting fills the boxes; out-painting fills everything outside them. 24 random bits per
-    voxel (as ``Generator.random(dtype=float32)``), from a stream seeded by one draw of ``rng``.
+    voxel (as ``Generator.random(dtype=float32)``), from a stream seeded by one draw of ``rng``
+    (``kernels.noise_intervals``).
     """
     seed = rng.integers(0, 2 ** 64, dtype=np.uint64)
-    if not out.flags.c_contiguous or out.dtype != np.float32:
-        raise ValueError("out must be a C-contiguous float32 array.")
+    flat = flat_channels(out)
     scales = [noise_scale(float(a), float(b)) for a, b in zip(lo, hi)]
     offset = np.array([o for o, _ in scales], dtype=np.float32)
     step = np.array([s for _, s in scales], dtype=np.float32) * np.float32(2.0 ** -24)
-    mask = boxes.mask(out.shape[1:]).reshape(-1)
-    fill_noise_flat(out.reshape(out.shape[0], -1), mask, not boxes.outpaint, offset, step, seed)
+    region = boxes.noise_region(out.shape[1:])
+    noise_intervals(flat, region.first, region.stop, offset, step, seed)
     return out

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from nnunet_genesis.transforms import GenesisConfig, corrupt
-from nnunet_genesis.transforms.flips import choose_flip_axes, flipped_copy
+from nnunet_genesis.transforms.flips import choose_flip_axes, flipped_copies, flipped_copy
 
 FLIP_ONLY = GenesisConfig(flip_rate=0.4, local_rate=0.0, nonlinear_rate=0.0, paint_rate=0.0)
 
@@ -45,3 +45,26 @@ def test_choose_axes_and_copy():
     assert np.array_equal(a, b) and not np.shares_memory(a, b)
     with pytest.raises(ValueError, match="spatial"):
         flipped_copy(a, (0,))
+
+
+@pytest.mark.parametrize("axes", [(), (1,), (2,), (3,), (1, 2), (1, 3), (2, 3), (1, 2, 3)])
+def test_flipped_copies_match_numpy_with_the_range_of_each_channel(axes):
+    rng = np.random.default_rng(len(axes))
+    image = rng.standard_normal((2, 5, 6, 7)).astype(np.float32) * np.float32(300)
+    image[1] = np.abs(image[1]) + 5  # an all-positive channel
+    image[0, 0, 0, 0] = -0.0
+    view = image[:, ::-1].copy()[:, ::-1]  # a non-contiguous input is accepted too
+    for src in (image, view, image.astype(np.float64)):
+        target, second, lo, hi = flipped_copies(src, axes, twice=True)
+        assert np.array_equal(target, np.flip(image, axes)) and target.dtype == np.float32
+        assert np.array_equal(second, target) and not np.shares_memory(second, target)
+        assert np.array_equal(lo, image.reshape(2, -1).min(1)) and np.array_equal(hi, image.reshape(2, -1).max(1))
+    assert flipped_copies(image, axes)[1] is None
+
+
+@pytest.mark.parametrize("value", [np.nan, -np.nan, np.inf, -np.inf])
+def test_flipped_copies_reject_non_finite_voxels(value):
+    image = np.zeros((2, 4, 4, 4), np.float32)
+    image[1, 2, 3, 1] = value
+    with pytest.raises(ValueError, match="1 NaN/Inf"):
+        flipped_copies(image, (2,))

@@ -70,6 +70,12 @@ def test_block_sampling_follows_the_paper():
     assert list(max_block_edges(shape, GenesisConfig())) == [6, 6, 3]
     assert b.sizes.min() == 1 and list(b.sizes.max(axis=0)) == [6, 6, 3]
     assert np.all(b.starts >= 0) and np.all(b.starts + b.sizes <= np.array(shape))
+    for axis, top in enumerate([6, 6, 3]):  # edges uniform on 1..top, starts uniform on 0..dim - edge
+        counts = np.bincount(b.sizes[:, axis], minlength=top + 1)[1:]
+        assert np.all(np.abs(counts - 10_000 / top) < 5 * math.sqrt(10_000 / top)), counts
+        room = shape[axis] - b.sizes[:, axis]
+        rel = b.starts[:, axis] / room
+        assert abs(rel.mean() - 0.5) < 0.02 and (b.starts[:, axis] == room).any() and (b.starts[:, axis] == 0).any()
     flat, first = block_voxel_indices(b, shape)
     vol = b.sizes.prod(axis=1)
     assert flat.size == vol.sum() and first[-1] == vol[:-1].sum()
