@@ -54,12 +54,13 @@ def corrupt(image: np.ndarray, rng: np.random.Generator,
 
     u = rng.random(N_DECISIONS)
     shuffle = bool(u[3] < config.local_rate)
-    # the target, its range, and (to shuffle into) the input's first version, in one pass
-    target, out, lo, hi = flipped_copies(image, choose_flip_axes(u[:3], config), twice=shuffle)
-    spatial = target.shape[1:]
-
+    spatial = image.shape[1:]
     boxes = sample_paint_boxes(spatial, bool(u[6] < config.outpaint_rate), rng, config) \
         if u[5] < config.paint_rate else None
+    outpaint = boxes is not None and boxes.outpaint
+    # the target, its range, and (to shuffle into) the input's first version, in one pass; with
+    # out-painting only the kept boxes of that copy matter, so it is copied box by box below
+    target, out, lo, hi = flipped_copies(image, choose_flip_axes(u[:3], config), twice=shuffle and not outpaint)
 
     blocks = sample_blocks(spatial, rng, config) if shuffle else None
     if blocks is not None and boxes is not None:
@@ -70,8 +71,11 @@ def corrupt(image: np.ndarray, rng: np.random.Generator,
     # shuffled, then mapped in place; or, without shuffling, mapped (or copied) from the target
     # in one pass. Out-painting keeps only its boxes, so only their union is copied and mapped
     # (once per voxel where boxes overlap); the noise covers the rest.
-    region = boxes.kept_region(spatial) if boxes is not None and boxes.outpaint else Region.whole(spatial)
-    if out is not None:
+    region = boxes.kept_region(spatial) if outpaint else Region.whole(spatial)
+    if shuffle:
+        if out is None:
+            out = np.empty_like(target)
+            region.copy(target, out)
         shuffle_blocks_into(out, target, blocks, rng)
         if mapping is not None:
             mapping.apply_in(out, out, region)

@@ -193,6 +193,60 @@ def noise_intervals(dst, first, stop, offset, step, seed):
 
 
 @njit(cache=True, nogil=True)
+def bezier_table(x1, x2, y1, y2, size, samples):
+    """y(u) at ``size`` equally spaced u in [0, 1] on the cubic Bezier (0,0), (x1,y1), (x2,y2), (1,1).
+
+    The curve is sampled at ``samples`` equally spaced t; y(u) is interpolated linearly
+    between the samples whose x bracket u (as ``np.interp``), in one merge walk. Needs
+    0 <= x1 <= x2 <= 1 (x non-decreasing in t).
+    """
+    xs = np.empty(samples)
+    ys = np.empty(samples)
+    for q in range(samples):
+        t = q / (samples - 1)
+        s = 1.0 - t
+        w1, w2, w3 = 3.0 * s * s * t, 3.0 * s * t * t, t * t * t
+        xs[q] = w1 * x1 + w2 * x2 + w3
+        ys[q] = w1 * y1 + w2 * y2 + w3
+    table = np.empty(size)
+    j = 0
+    for i in range(size):
+        u = i / (size - 1)
+        while j < samples - 2 and xs[j + 1] <= u:
+            j += 1
+        if u >= xs[samples - 1]:
+            table[i] = ys[samples - 1]
+        elif u <= xs[0]:
+            table[i] = ys[0]
+        else:
+            table[i] = ys[j] + (ys[j + 1] - ys[j]) / (xs[j + 1] - xs[j]) * (u - xs[j])
+    return table
+
+
+@njit(cache=True, nogil=True)
+def visible_blocks(starts, sizes, box_starts, box_ends, outpaint):
+    """Which blocks (``starts``, ``sizes`` (n, 3)) can show after painting boxes ``box_starts``..``box_ends``.
+
+    Out-painting: the blocks that intersect a kept box; in-painting: all but those lying
+    entirely inside one painted box. Returns a bool (n,) array.
+    """
+    n = starts.shape[0]
+    hit = np.zeros(n, np.uint8)
+    s0, s1, s2 = starts[:, 0].copy(), starts[:, 1].copy(), starts[:, 2].copy()
+    e0, e1, e2 = s0 + sizes[:, 0], s1 + sizes[:, 1], s2 + sizes[:, 2]
+    for b in range(box_starts.shape[0]):  # per box, a branch-free loop over the blocks (vectorises)
+        p0, p1, p2 = box_starts[b, 0], box_starts[b, 1], box_starts[b, 2]
+        q0, q1, q2 = box_ends[b, 0], box_ends[b, 1], box_ends[b, 2]
+        if outpaint:
+            for k in range(n):
+                hit[k] |= (s0[k] < q0) & (e0[k] > p0) & (s1[k] < q1) & (e1[k] > p1) & (s2[k] < q2) & (e2[k] > p2)
+        else:
+            for k in range(n):
+                hit[k] |= (s0[k] >= p0) & (e0[k] <= q0) & (s1[k] >= p1) & (e1[k] <= q1) & (s2[k] >= p2) & (e2[k] <= q2)
+    return hit != 0 if outpaint else hit == 0
+
+
+@njit(cache=True, nogil=True)
 def draw_blocks(dims, max_edges, n, seed):
     """(starts, sizes) (n, 3) int64 of n shuffle blocks in a volume of shape ``dims``.
 
@@ -280,4 +334,6 @@ def compile_kernels() -> None:
     map_intervals(src, dst, first, stop, one, one, one, table, table)
     noise_intervals(dst, first, stop, one, one, np.uint64(1))
     starts, sizes = draw_blocks(np.array([2, 2, 2], np.int64), np.ones(3, np.int64), 1, np.uint64(1))
+    visible_blocks(starts, sizes, box, box + 1, True)
+    bezier_table(0.25, 0.75, 0.25, 0.75, 4, 9)
     shuffle_blocks_flat(src, dst, starts, sizes, np.array([2, 2], np.int64), np.uint64(1))

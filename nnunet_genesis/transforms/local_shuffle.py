@@ -35,7 +35,8 @@ class ShuffleBlocks:
 
     def subset(self, keep: np.ndarray) -> "ShuffleBlocks":
         """Blocks where ``keep`` is true, drawing order preserved."""
-        return ShuffleBlocks(self.starts[keep], self.sizes[keep])
+        rows = np.flatnonzero(keep)  # take() on row numbers: several times faster than a boolean index here
+        return ShuffleBlocks(self.starts.take(rows, axis=0), self.sizes.take(rows, axis=0))
 
 
 def max_block_edges(spatial_shape: tuple[int, int, int], config: GenesisConfig) -> np.ndarray:

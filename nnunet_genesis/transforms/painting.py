@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nnunet_genesis.transforms.config import GenesisConfig
-from nnunet_genesis.transforms.kernels import noise_intervals
+from nnunet_genesis.transforms.kernels import noise_intervals, visible_blocks
 from nnunet_genesis.transforms.local_shuffle import ShuffleBlocks
 from nnunet_genesis.transforms.regions import Region, flat_channels
 
@@ -55,15 +55,7 @@ class PaintBoxes:
         Out-painting: only blocks that intersect a kept box. In-painting: all blocks except
         those lying entirely inside a painted box. Skipping the others changes nothing.
         """
-        bs, be = blocks.starts.T, (blocks.starts + blocks.sizes).T  # (3, n) each
-        hit = np.zeros(len(blocks), dtype=bool)
-        for ps, pe in zip(self.starts.tolist(), (self.starts + self.sizes).tolist()):
-            if self.outpaint:  # block intersects the kept box
-                m = (bs[0] < pe[0]) & (be[0] > ps[0]) & (bs[1] < pe[1]) & (be[1] > ps[1]) & (bs[2] < pe[2]) & (be[2] > ps[2])
-            else:  # block lies inside the painted box
-                m = (bs[0] >= ps[0]) & (be[0] <= pe[0]) & (bs[1] >= ps[1]) & (be[1] <= pe[1]) & (bs[2] >= ps[2]) & (be[2] <= pe[2])
-            hit |= m
-        return hit if self.outpaint else ~hit
+        return visible_blocks(blocks.starts, blocks.sizes, self.starts, self.starts + self.sizes, self.outpaint)
 
 
 def box_edge_range(dim: int, fraction: tuple[float, float], border: int) -> tuple[int, int]:
