@@ -41,7 +41,7 @@ def flipped_copies(image: np.ndarray, axes: tuple[int, ...], twice: bool = False
     flip = np.array([ax in axes for ax in SPATIAL_AXES])
     keys = kernels.flipped_copies(src.reshape(C, -1).view(np.int32), np.asarray(src.shape[1:], dtype=np.int64), flip,
                                   target.reshape(C, -1).view(np.int32), second.reshape(C, -1).view(np.int32), twice)
-    lo, hi = (np.asarray(k ^ ((k >> 31) & 0x7FFFFFFF), np.int32).view(np.float32).astype(np.float64) for k in keys)
+    lo, hi = (bits.view(np.float32).astype(np.float64) for bits in keys)
     if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
         bad = int((~np.isfinite(src)).sum())
         raise ValueError(f"image contains {bad} NaN/Inf voxels; corruptions need finite intensities.")

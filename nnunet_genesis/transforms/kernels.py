@@ -66,9 +66,10 @@ def flipped_copies(src, shape, flip, dst, dst2, both):
     """dst (and dst2 if ``both``) = src flipped along the spatial axes with ``flip[a]``; per-channel range.
 
     All arrays are (C, N) int32 views of C-order float32 volumes of ``shape`` (X, Y, Z): bits
-    are copied, not values. Returns (lo, hi) int32 (C,) as order keys (``_order_key``: apply it
-    again for the bits of the minimum and maximum); NaN and Inf sort beyond every finite value,
-    so a non-finite voxel shows in the range. Integer min/max vectorise; one pass over ``src``.
+    are copied, not values. Returns (lo, hi) int32 (C,): the bits of each channel's minimum and
+    maximum (view them as float32). They are found on order keys (``_order_key``), integers that
+    sort like the floats, on which NaN and Inf sort beyond every finite value, so a non-finite
+    voxel shows in the range. One pass over ``src``.
     """
     X, Y, Z = shape[0], shape[1], shape[2]
     C = src.shape[0]
@@ -97,7 +98,7 @@ def flipped_copies(src, shape, flip, dst, dst2, both):
                 if both:
                     for z in range(Z):
                         d2[row + z] = d[row + z]
-        lo[c], hi[c] = mn, mx
+        lo[c], hi[c] = _order_key(mn), _order_key(mx)  # the key map is its own inverse
     return lo, hi
 
 

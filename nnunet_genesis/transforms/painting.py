@@ -31,16 +31,6 @@ class PaintBoxes:
     starts: np.ndarray  # (n, 3) int64
     sizes: np.ndarray  # (n, 3) int64
 
-    def slices(self) -> list[tuple[slice, slice, slice]]:
-        return [tuple(slice(int(s), int(s + e)) for s, e in zip(st, sz)) for st, sz in zip(self.starts, self.sizes)]
-
-    def mask(self, spatial_shape: tuple[int, int, int]) -> np.ndarray:
-        """Boolean (X, Y, Z): inside at least one box."""
-        m = np.zeros(spatial_shape, dtype=bool)
-        for sl in self.slices():
-            m[sl] = True
-        return m
-
     def kept_region(self, spatial_shape: tuple[int, int, int]) -> Region:
         """The voxels the painting leaves as they are (out-painting: the boxes)."""
         return Region.of_boxes(spatial_shape, self.starts, self.sizes, inside=self.outpaint)

@@ -45,3 +45,17 @@ def unique_volume():
         n = int(np.prod(shape))
         return np.random.default_rng(seed).permutation(n).astype(np.float32).reshape(shape) - n / 2
     return make
+
+
+def _boxes_mask(boxes, spatial_shape) -> np.ndarray:
+    m = np.zeros(spatial_shape, dtype=bool)
+    for start, size in zip(boxes.starts.tolist(), boxes.sizes.tolist()):
+        m[tuple(slice(a, a + e) for a, e in zip(start, size))] = True
+    return m
+
+
+@pytest.fixture(scope="session")
+def boxes_mask():
+    """f(boxes, spatial_shape): boolean (X, Y, Z), true inside at least one of the PaintBoxes,
+    by slicing: an independent check of the run-based regions the corruption uses."""
+    return _boxes_mask

@@ -1,10 +1,11 @@
 import math
 
 import numpy as np
+import pytest
 
 from nnunet_genesis.transforms import GenesisConfig
-from nnunet_genesis.transforms.kernels import (box_intervals, compile_kernels, copy_intervals, map_intervals,
-                                               noise_intervals, shuffle_blocks_flat)
+from nnunet_genesis.transforms.kernels import (bezier_table, box_intervals, compile_kernels, copy_intervals,
+                                               map_intervals, noise_intervals, shuffle_blocks_flat)
 from nnunet_genesis.transforms.nonlinear import sample_intensity_mapping
 
 
@@ -124,3 +125,13 @@ def test_noise_is_uniform_in_range_and_a_function_of_seed_and_voxel():
     assert np.array_equal(again[:, first[::2]], dst[:, first[::2]])
     noise_intervals(again, first, stop, offset, step, np.uint64(6))
     assert not np.array_equal(again[:, where], dst[:, where])
+
+
+@pytest.mark.parametrize("control", [(0.2, 0.7, 0.1, 0.9), (0.0, 0.0, 0.3, 0.6), (1.0, 1.0, 0.0, 1.0),
+                                     (0.4, 0.4, 0.5, 0.5), (0.0, 1.0, 1.0, 1.0)])
+def test_bezier_table_is_np_interp_of_the_sampled_curve(control):
+    x1, x2, y1, y2 = control
+    t = np.linspace(0, 1, 8 * 64 + 1)
+    w1, w2, w3 = 3 * (1 - t) ** 2 * t, 3 * (1 - t) * t ** 2, t ** 3
+    expected = np.interp(np.linspace(0, 1, 64), w1 * x1 + w2 * x2 + w3, w1 * y1 + w2 * y2 + w3)
+    np.testing.assert_allclose(bezier_table(x1, x2, y1, y2, 64, t.size), expected, atol=1e-12)

@@ -37,7 +37,7 @@ def replayed_boxes(shape, seed, outpaint, cfg):
     return sample_paint_boxes(shape, outpaint, rng, cfg)
 
 
-def test_inpainting_fills_exactly_the_boxes_with_noise_in_range(ct_z):
+def test_inpainting_fills_exactly_the_boxes_with_noise_in_range(ct_z, boxes_mask):
     image = ct_z
     lo, hi = image.min(), image.max()
     border = border_mask(image.shape[1:])
@@ -47,21 +47,21 @@ def test_inpainting_fills_exactly_the_boxes_with_noise_in_range(ct_z):
         changed = out[0] != target[0]
         assert not changed[border].any()
         assert out.min() >= lo and out.max() <= hi
-        inside = replayed_boxes(image.shape[1:], seed, False, INPAINT).mask(image.shape[1:])
+        inside = boxes_mask(replayed_boxes(image.shape[1:], seed, False, INPAINT), image.shape[1:])
         assert not changed[~inside].any()
         assert (inside & ~changed).sum() <= 2  # noise can hit a voxel's own value (p ~ 2**-24)
         fractions.append(changed.mean())
     assert 0.003 < np.mean(fractions) < 5 / 27
 
 
-def test_outpainting_keeps_boxes_and_fills_the_rest_with_noise(ct_z):
+def test_outpainting_keeps_boxes_and_fills_the_rest_with_noise(ct_z, boxes_mask):
     image = ct_z
     lo, hi = float(image.min()), float(image.max())
     border = border_mask(image.shape[1:])
     for seed in range(20):
         out, target = corrupt(image, np.random.default_rng(seed), OUTPAINT)
         kept = out[0] == target[0]
-        inside = replayed_boxes(image.shape[1:], seed, True, OUTPAINT).mask(image.shape[1:])
+        inside = boxes_mask(replayed_boxes(image.shape[1:], seed, True, OUTPAINT), image.shape[1:])
         assert kept[inside].all()
         assert (kept & ~inside).sum() <= 2  # noise can hit a voxel's own value (p ~ 2**-24)
         assert not inside[border].any()
@@ -93,7 +93,7 @@ def test_edge_range_and_noise_scale_edge_cases():
         assert np.float32(off) >= np.float32(lo) and top <= np.float32(hi)
 
 
-def test_visible_blocks_match_a_voxel_level_check():
+def test_visible_blocks_match_a_voxel_level_check(boxes_mask):
     from nnunet_genesis.transforms.local_shuffle import sample_blocks
 
     shape = (20, 22, 18)
@@ -101,7 +101,7 @@ def test_visible_blocks_match_a_voxel_level_check():
     for outpaint in (True, False):
         boxes = sample_paint_boxes(shape, outpaint, np.random.default_rng(1), cfg)
         blocks = sample_blocks(shape, np.random.default_rng(2), cfg)
-        inside = boxes.mask(shape)
+        inside = boxes_mask(boxes, shape)
         expected = []
         for st, sz in zip(blocks.starts, blocks.sizes):
             region = inside[tuple(slice(s, s + e) for s, e in zip(st, sz))]
@@ -110,8 +110,7 @@ def test_visible_blocks_match_a_voxel_level_check():
         assert np.array_equal(boxes.visible_blocks(blocks), np.array(expected))
 
 
-
-def test_kept_boxes_are_mapped_once_where_they_overlap(unique_volume):
+def test_kept_boxes_are_mapped_once_where_they_overlap(unique_volume, boxes_mask):
     """Out-painting with the curve: every kept voxel is f(original), one f for the whole patch."""
     from nnunet_genesis.transforms.corrupt import N_DECISIONS
 
@@ -123,7 +122,7 @@ def test_kept_boxes_are_mapped_once_where_they_overlap(unique_volume):
         rng = np.random.default_rng(seed)  # the same draws as corrupt: decisions, then the boxes
         rng.random(N_DECISIONS)
         boxes = sample_paint_boxes(image.shape[1:], True, rng, cfg)
-        mask = boxes.mask(image.shape[1:])
+        mask = boxes_mask(boxes, image.shape[1:])
         overlapping += int(mask.sum() < boxes.sizes.prod(axis=1).sum())
         x, y = target[0][mask], out[0][mask]
         d = np.diff(y[np.argsort(x)])

@@ -13,11 +13,11 @@ def test_whole_volume_is_one_run():
 
 
 @pytest.mark.parametrize("outpaint", [True, False])
-def test_kept_and_noise_regions_split_the_volume_along_the_boxes(outpaint):
+def test_kept_and_noise_regions_split_the_volume_along_the_boxes(outpaint, boxes_mask):
     shape = (20, 22, 18)
     for seed in range(10):
         boxes = sample_paint_boxes(shape, outpaint, np.random.default_rng(seed), GenesisConfig())
-        inside = boxes.mask(shape)
+        inside = boxes_mask(boxes, shape)
         kept, noise = boxes.kept_region(shape), boxes.noise_region(shape)
         assert np.array_equal(kept.mask(shape), inside if outpaint else ~inside)
         assert np.array_equal(noise.mask(shape), ~kept.mask(shape))
