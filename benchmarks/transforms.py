@@ -141,8 +141,10 @@ def load_crop(path: str, shape: tuple[int, int, int]) -> np.ndarray:
 
     arr, _ = read_volume(path)
     arr = arr[0]
-    if any(a < s for a, s in zip(arr.shape, shape)):
-        raise SystemExit(f"{path}: shape {arr.shape} is smaller than the crop {shape}")
+    short = [max(0, s - a) for a, s in zip(arr.shape, shape)]
+    if any(short):  # e.g. 48 slices for a 64- or 128-voxel axis: mirror the volume at its ends
+        print(f"  ({path}: shape {arr.shape} is smaller than {shape}; padded by reflection)")
+        arr = np.pad(arr, [(k // 2, k - k // 2) for k in short], mode="symmetric")
     c = [(a - s) // 2 for a, s in zip(arr.shape, shape)]
     crop = arr[c[0]:c[0] + shape[0], c[1]:c[1] + shape[1], c[2]:c[2] + shape[2]]
     return ((crop - crop.mean()) / crop.std())[None].astype(np.float32)

@@ -5,8 +5,8 @@ reads the source at permuted voxels. LLVM's loop vectoriser leaves both loops sc
 not consider a gather worth it), although this CPU's hardware gather maps a 128^3 volume in
 about half the time (measured: 1.0 vs 2.3 ms). These intrinsics emit LLVM's portable
 ``llvm.masked.gather`` / ``masked.load`` / ``masked.store`` on eight lanes, the first ``n``
-of them active: x86 with AVX2 or AVX-512 gets ``vgatherdps``, other targets get a correct
-per-lane sequence from LLVM. Inactive lanes are never read or written, so a row or interval
+of them active: x86 with AVX2 or AVX-512 gets hardware gathers (``vgatherdps``/``vgatherqps``),
+other targets a correct per-lane sequence from LLVM. Inactive lanes are never read or written, so a row or interval
 shorter than eight needs no scalar tail. Arrays must be one-dimensional and C-contiguous; the
 caller guarantees the indices are in bounds (no bounds checks, as in the rest of the kernels).
 """
