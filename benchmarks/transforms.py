@@ -1,7 +1,7 @@
 """Speed of the Genesis corruptions: vectorised ``corrupt`` vs a per-block loop reference.
 
-Run:  python benchmarks/transforms.py            (full: 64x64x32 and 128^3, a few minutes)
-      python benchmarks/transforms.py --quick    (fewer repetitions, under a minute)
+Run:  python benchmarks/transforms.py            (full: 64x64x32 and 128^3, about 30 s)
+      python benchmarks/transforms.py --quick    (fewer repetitions, about 10 s)
 
 Everything runs on ONE CPU core (thread pools limited before NumPy/torch are imported).
 Times are CPU seconds of this process (``time.process_time``), which on a single thread is
@@ -195,7 +195,7 @@ def torch_throughput(shape: tuple[int, int, int], device: str, batch: int, reps:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="fewer repetitions (rough figures, ~30 s)")
+    p.add_argument("--quick", action="store_true", help="fewer repetitions (rough figures, about 10 s)")
     p.add_argument("--volume", help="use a centred crop of this CT volume (z-scored) instead of a synthetic one")
     args = p.parse_args()
     reps = {(64, 64, 32): 6 if args.quick else 40, (128, 128, 128): 3 if args.quick else 16}

@@ -74,7 +74,8 @@ def gather_copy(typingctx, src, dst, index, i, at, n):
     ``index[i:i + 8]`` is loaded whole: the index array needs 8 spare entries at its end.
     """
     if not (_is_float32_vector(src) and _is_float32_vector(dst) and isinstance(index, types.Array)
-            and index.ndim == 1 and index.layout == "C" and index.dtype in (types.int32, types.int64)):
+            and index.ndim == 1 and index.layout == "C" and index.dtype in (types.int32, types.int64)
+            and all(isinstance(t, types.Integer) for t in (i, at, n))):
         return None
 
     def codegen(context, builder, signature, args):
@@ -96,7 +97,8 @@ def gather_piecewise_linear(typingctx, src, dst, at, n, lo, hi, scale, a, b, las
     tables (``kernels.map_intervals``). ``dst`` may be ``src``.
     """
     if not (all(_is_float32_vector(t) for t in (src, dst, a, b))
-            and all(isinstance(t, types.Float) for t in (lo, hi, scale))):
+            and all(isinstance(t, types.Float) for t in (lo, hi, scale))
+            and all(isinstance(t, types.Integer) for t in (at, n, last))):
         return None
 
     def codegen(context, builder, signature, args):

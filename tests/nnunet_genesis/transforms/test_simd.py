@@ -77,3 +77,8 @@ def test_wrong_types_are_refused_at_compile_time():
 
     with pytest.raises(TypingError):
         _copy(np.zeros(4), np.zeros(4), np.zeros(LANES, np.int64), 0, 0, 1)  # float64 arrays
+    with pytest.raises(TypingError):
+        _copy(np.zeros(4, np.float32), np.zeros(4, np.float32), np.zeros(LANES, np.int64), 0, 0.0, 1)  # float position
+    with pytest.raises(TypingError):
+        table = np.zeros(4, np.float32)
+        _map(table, table, 0, 4, 0.0, 1.0, 3.0, table, table, 3.5)  # float table end
