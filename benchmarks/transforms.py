@@ -1,7 +1,7 @@
 """Speed of the Genesis corruptions: vectorised ``corrupt`` vs a per-block loop reference.
 
-Run:  python benchmarks/transforms.py            (full: 64x64x32 and 128^3, about 30 s)
-      python benchmarks/transforms.py --quick    (fewer repetitions, about 10 s)
+Run:  python benchmarks/transforms.py            (full: 64x64x32 and 128^3, about 40 s)
+      python benchmarks/transforms.py --quick    (fewer repetitions, about 15 s)
 
 Everything runs on ONE CPU core (thread pools limited before NumPy/torch are imported).
 Times are CPU seconds of this process (``time.process_time``), which on a single thread is
@@ -179,6 +179,23 @@ def compare(image: np.ndarray, cfg: GenesisConfig, seeds: range) -> tuple[float,
     return ref_c / n, ref_w / n, new_c / n, new_w / n, {k: v * 1e3 / n for k, v in parts.items()}
 
 
+def back_to_back(image: np.ndarray, cfg: GenesisConfig, seeds: range) -> tuple[float, float]:
+    """Mean CPU ms per sample for reference and corrupt, each over all seeds in a row.
+
+    The interleaved ``compare`` starts every ``corrupt`` call with its data out of the caches
+    (the reference ran for a few hundred ms in between); here each side runs on its own warm
+    caches, as a corruption in a data-loading worker does on the patch it has just produced.
+    """
+    t0 = time.process_time()
+    for s in seeds:
+        reference_corrupt(image, np.random.default_rng(s), cfg)
+    t1 = time.process_time()
+    for s in seeds:
+        corrupt(image, np.random.default_rng(s), cfg)
+    t2 = time.process_time()
+    return (t1 - t0) * 1e3 / len(seeds), (t2 - t1) * 1e3 / len(seeds)
+
+
 def torch_throughput(shape: tuple[int, int, int], device: str, batch: int, reps: int, cfg: GenesisConfig) -> float:
     x = torch.from_numpy(test_volume(shape)).to(device).expand(batch, -1, -1, -1, -1).contiguous()
     g = torch.Generator(device=device).manual_seed(0)
@@ -195,7 +212,7 @@ def torch_throughput(shape: tuple[int, int, int], device: str, batch: int, reps:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="fewer repetitions (rough figures, about 10 s)")
+    p.add_argument("--quick", action="store_true", help="fewer repetitions (rough figures, about 15 s)")
     p.add_argument("--volume", help="use a centred crop of this CT volume (z-scored) instead of a synthetic one")
     args = p.parse_args()
     reps = {(64, 64, 32): 6 if args.quick else 40, (128, 128, 128): 3 if args.quick else 16}
@@ -213,6 +230,9 @@ def main() -> None:
         rc, rw, nc, nw, parts = compare(image, cfg, range(n))
         print(f"  full pipeline (paper's rates): reference {rc:8.1f} ms [{rw:8.1f}]   corrupt {nc:6.2f} ms [{nw:6.2f}]"
               f"   ratio {rc / nc:6.1f}x")
+        rb, nb = back_to_back(image, cfg, range(n))
+        print(f"  the same, each side's seeds back to back (warm caches): reference {rb:8.1f} ms   corrupt {nb:6.2f} ms"
+              f"   ratio {rb / nb:6.1f}x")
         print("  reference time by stage (mean per sample, rates included): "
               + ", ".join(f"{k} {v:.1f} ms" for k, v in parts.items()))
         for name, over in ONLY.items():
