@@ -59,7 +59,7 @@ def corrupt(image: np.ndarray, rng: np.random.Generator,
         if u[5] < config.paint_rate else None
     outpaint = boxes is not None and boxes.outpaint
     # the target, its range, and (to shuffle into) the input's first version, in one pass; with
-    # out-painting only the kept boxes of that copy matter, so it is copied box by box below
+    # out-painting only the kept boxes of that copy matter, so they alone are copied below
     target, out, lo, hi = flipped_copies(image, choose_flip_axes(u[:3], config), twice=shuffle and not outpaint)
 
     blocks = sample_blocks(spatial, rng, config) if shuffle else None

@@ -6,9 +6,10 @@ not consider a gather worth it), although this CPU's hardware gather maps a 128^
 about half the time (measured: 1.0 vs 2.3 ms). These intrinsics emit LLVM's portable
 ``llvm.masked.gather`` / ``masked.load`` / ``masked.store`` on eight lanes, the first ``n``
 of them active: x86 with AVX2 or AVX-512 gets hardware gathers (``vgatherdps``/``vgatherqps``),
-other targets a correct per-lane sequence from LLVM. Inactive lanes are never read or written, so a row or interval
-shorter than eight needs no scalar tail. Arrays must be one-dimensional and C-contiguous; the
-caller guarantees the indices are in bounds (no bounds checks, as in the rest of the kernels).
+other targets a correct per-lane sequence from LLVM. Inactive lanes are never read or written,
+so a row or interval shorter than eight needs no scalar tail. Arrays must be one-dimensional
+and C-contiguous; the caller guarantees the indices are in bounds (no bounds checks, as in the
+rest of the kernels).
 """
 
 from __future__ import annotations
