@@ -57,8 +57,12 @@ def _splitmix_at(seed, n):
 
 @njit(inline="always")
 def _order_key(bits):
-    """Signed int32 that orders like the float32 with these bits (an involution)."""
-    return bits ^ ((bits >> np.int32(31)) & np.int32(0x7FFFFFFF))
+    """Signed int32 that orders like the float32 with these bits (an involution).
+
+    Every step is cast back to int32: numba types int32 arithmetic as int64, and on 64-bit
+    lanes the min/max in ``flipped_copies`` vectorised at half the width (30 % slower pass).
+    """
+    return np.int32(bits ^ np.int32(np.int32(bits >> np.int32(31)) & np.int32(0x7FFFFFFF)))
 
 
 @njit(cache=True, nogil=True)
@@ -88,13 +92,13 @@ def flipped_copies(src, shape, flip, dst, dst2, both):
                         b = s[srow + Z - 1 - z]
                         d[row + z] = b
                         k = _order_key(b)
-                        mn, mx = min(mn, k), max(mx, k)
+                        mn, mx = np.int32(min(mn, k)), np.int32(max(mx, k))
                 else:
                     for z in range(Z):
                         b = s[srow + z]
                         d[row + z] = b
                         k = _order_key(b)
-                        mn, mx = min(mn, k), max(mx, k)
+                        mn, mx = np.int32(min(mn, k)), np.int32(max(mx, k))
                 if both:
                     for z in range(Z):
                         d2[row + z] = d[row + z]

@@ -47,12 +47,15 @@ def test_choose_axes_and_copy():
         flipped_copy(a, (0,))
 
 
+@pytest.mark.parametrize("shape", [(2, 5, 6, 7), (2, 3, 4, 67)])  # rows shorter and longer than a vector
 @pytest.mark.parametrize("axes", [(), (1,), (2,), (3,), (1, 2), (1, 3), (2, 3), (1, 2, 3)])
-def test_flipped_copies_match_numpy_with_the_range_of_each_channel(axes):
+def test_flipped_copies_match_numpy_with_the_range_of_each_channel(axes, shape):
     rng = np.random.default_rng(len(axes))
-    image = rng.standard_normal((2, 5, 6, 7)).astype(np.float32) * np.float32(300)
+    image = rng.standard_normal(shape).astype(np.float32) * np.float32(300)
     image[1] = np.abs(image[1]) + 5  # an all-positive channel
     image[0, 0, 0, 0] = -0.0
+    image[0, -1, -1, -2] = np.float32(-3e38)  # extremes near a row's end, where vector and tail meet
+    image[1, -1, 0, -1] = np.float32(3e38)
     view = image[:, ::-1].copy()[:, ::-1]  # a non-contiguous input is accepted too
     for src in (image, view, image.astype(np.float64)):
         target, second, lo, hi = flipped_copies(src, axes, twice=True)
