@@ -66,7 +66,7 @@ class DemoSettings:
     finetune_iterations: int = 30
     warmup_epochs: int = 2
     width: float = 1.0  # feature maps per stage relative to nnU-Net's plan (0.5 on CPU)
-    corruption: str = "mild"  # "mild" (MILD_CORRUPTION) or "paper" (GenesisConfig defaults)
+    corruption: str = "mild"  # a GenesisConfig preset: "mild" (short runs) or "paper"
     transfer: str = "full"  # Genesis arm: "full" (encoder and decoder, as in the papers) or "encoder" (encoder only)
     da_workers: int | None = 0  # nnUNet_n_proc_DA; None: nnU-Net's choice
 
@@ -79,28 +79,24 @@ class DemoSettings:
 
         return ShortSchedule(epochs=self.finetune_epochs, iterations_per_epoch=self.finetune_iterations,
                              val_iterations_per_epoch=2, warmup_epochs=self.warmup_epochs, seed=self.seed,
-                             test_time_mirroring=self.device != "cpu", transfer_decoder=self.transfer == "full")
+                             test_time_mirroring=self.device != "cpu")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-# Pretraining corruption for short schedules. With the papers' rates, half of the Bezier intensity
-# mappings are decreasing (inverted) and 72 % of the patches are out-painted; a few hundred
-# iterations then learn nothing (restoration MSE stays at the variance; the network outputs the
-# mean, measured on the synthetic data), and fine-tuning from such a checkpoint starts worse than
-# from random weights. Without inverted mappings and with less painting the loss falls within
-# 100 iterations. Long runs should use the papers' rates ("paper").
-MILD_CORRUPTION = {"nonlinear_invert_rate": 0.0, "paint_rate": 0.5, "outpaint_rate": 0.3}
-
-
 def corruption_options(name: str) -> list[str]:
-    """``nnunet-genesis pretrain`` options of a corruption preset."""
-    if name == "paper":
-        return []
-    if name == "mild":
-        return [a for k, v in MILD_CORRUPTION.items() for a in (f"--{k.replace('_', '-')}", str(v))]
-    raise ValueError(f"unknown corruption preset {name!r}")
+    """``nnunet-genesis pretrain`` options of a corruption preset (``GenesisConfig.preset``)."""
+    from nnunet_genesis.transforms.config import PRESETS
+
+    if name not in PRESETS:
+        raise ValueError(f"unknown corruption preset {name!r}")
+    return ["--preset", name]
+
+
+def genesis_trainer(transfer: str) -> str:
+    """The Genesis arm's trainer: the default start ("full") or the encoder-only one."""
+    return GENESIS_TRAINER if transfer == "full" else "nnUNetTrainerGenesis_encoderOnly_demo"
 
 
 QUICK = dict(synthetic_train=8, synthetic_test=3, synthetic_size=32, labelled=3, val_cases=1,
@@ -188,9 +184,15 @@ class Demo:
     def evaluation_json(self, arm: str) -> Path:
         return self.out / "evaluation" / f"{arm}.json"
 
+    def arm(self, arm: str) -> tuple[str, str]:
+        """(trainer, plans) of the "genesis" or "scratch" arm."""
+        if arm == "genesis":
+            return genesis_trainer(self.s.transfer), GENESIS_PLANS
+        return SCRATCH_TRAINER, SCHEDULE_PLANS
+
     def run_folder(self, arm: str) -> Path:
         c = self.cases()
-        trainer, plans = (GENESIS_TRAINER, GENESIS_PLANS) if arm == "genesis" else (SCRATCH_TRAINER, SCHEDULE_PLANS)
+        trainer, plans = self.arm(arm)
         return results_folder(self.ws.results, c.dataset_name, trainer, plans, CONFIGURATION)
 
     @property
@@ -210,7 +212,7 @@ class Demo:
             Step("preprocess", "nnUNetv2_plan_and_preprocess + split", self._preprocess, self._preprocess_partial),
             Step("pretrain", "nnunet-genesis pretrain (labels unused)", self._pretrain, self._pretrain_partial),
             Step("attach", "nnunet-genesis attach", self._attach, lambda: [self._genesis_plans_file()]),
-            Step("train_genesis", f"nnUNetv2_train {GENESIS_TRAINER}", lambda c: self._train(c, "genesis"),
+            Step("train_genesis", f"nnUNetv2_train {genesis_trainer(self.s.transfer)}", lambda c: self._train(c, "genesis"),
                  lambda: [self.run_folder("genesis") / f"fold_{FOLD}"]),
             Step("train_scratch", f"nnUNetv2_train {SCRATCH_TRAINER}", lambda c: self._train(c, "scratch"),
                  lambda: [self.run_folder("scratch") / f"fold_{FOLD}"]),
@@ -334,7 +336,7 @@ class Demo:
     # 5./6. train
     def _train(self, ctx: StepContext, arm: str) -> dict:
         c = self.cases()
-        trainer, plans = (GENESIS_TRAINER, GENESIS_PLANS) if arm == "genesis" else (SCRATCH_TRAINER, SCHEDULE_PLANS)
+        trainer, plans = self.arm(arm)
         ctx.command([command_path("nnUNetv2_train"), str(c.dataset_id), CONFIGURATION, str(FOLD),
                      "-tr", trainer, "-p", plans, "-device", self.s.device], extra_env=self.train_env)
         final = self.run_folder(arm) / f"fold_{FOLD}" / "checkpoint_final.pth"
@@ -345,7 +347,7 @@ class Demo:
     # 7./8. predict
     def _predict(self, ctx: StepContext, arm: str, submission: bool = False) -> dict:
         c = self.cases()
-        trainer, plans = (GENESIS_TRAINER, GENESIS_PLANS) if arm == "genesis" else (SCRATCH_TRAINER, SCHEDULE_PLANS)
+        trainer, plans = self.arm(arm)
         images = c.submission_images if submission else c.test_images
         out = self.prediction_dir("genesis_imagesTs" if submission else arm)
         ctx.command([command_path("nnUNetv2_predict"), "-i", str(images), "-o", str(out), "-d", str(c.dataset_id),
@@ -531,6 +533,33 @@ def summary_table(genesis: dict, scratch: dict) -> list[str]:
     return lines
 
 
+def difference_lines(genesis: dict, scratch: dict) -> list[str]:
+    """Per label: Genesis - scratch Dice with its 95 % CI (bootstrap over the test cases of this
+    one seed) and the Wilcoxon p, and plainly whether that is significant on this data."""
+    from nnunet_genesis.evaluation.statistics import SIGNIFICANCE, seed_case_comparison
+
+    def per_case(result: dict, label: str) -> dict:
+        return {c["case"]: (c["labels"].get(label) or {}).get("dice") for c in result["cases"]}
+
+    def as_row(values: dict, cases: list[str]) -> np.ndarray:
+        return np.array([[np.nan if values[c] is None else values[c] for c in cases]], dtype=float)
+
+    lines = []
+    for label in genesis["summary"]:
+        g, b = per_case(genesis, label), per_case(scratch, label)
+        cases = sorted(set(g) & set(b))
+        cmp = seed_case_comparison(as_row(b, cases), as_row(g, cases))
+        name = f"{label} {genesis['label_names'].get(label, '')}"
+        if cmp.mean_diff is None:
+            lines.append(f"{name}: no case with a Dice in both arms")
+            continue
+        verdict = (f"significant (p < {SIGNIFICANCE:g})" if cmp.significant else
+                   f"not significant (p {'n/a' if cmp.p_value is None else f'= {cmp.p_value:.2g}'})")
+        lines.append(f"{name}: Dice Genesis - scratch {cmp.mean_diff:+.3f}, 95 % CI [{cmp.ci95[0]:+.3f}, "
+                     f"{cmp.ci95[1]:+.3f}] over {cmp.n_cases} cases, one seed: {verdict}")
+    return lines
+
+
 def restoration_summary(checkpoint: Path) -> tuple[str, bool]:
     """One line on what the pretraining learnt, and whether it beat the best constant predictor.
 
@@ -566,6 +595,10 @@ def print_summary(demo: Demo, durations: dict[str, float], wall: float) -> None:
           f"iterations (identical schedule and seed), device {s.device}.")
     for line in summary_table(genesis, scratch):
         print("  " + line)
+    differences = difference_lines(genesis, scratch)
+    for line in differences:
+        print("  " + line)
+    print("  (one seed and one pretraining: benchmarks/transfer.py measures the spread over seeds)")
     restoration, learnt = restoration_summary(demo.checkpoint)
     print(f"Pretraining {restoration}.")
     print(f"Report:     {demo.report_dir / 'report.md'} (also report.html; plots: {demo.report_dir}/*.png)")
@@ -578,6 +611,7 @@ def print_summary(demo: Demo, durations: dict[str, float], wall: float) -> None:
     write_json_atomic({"settings": s.to_dict(), "cases": c.to_dict(), "step_seconds": durations,
                        "genesis": {k: genesis[k] for k in ("summary", "foreground_mean", "n_cases")},
                        "scratch": {k: scratch[k] for k in ("summary", "foreground_mean", "n_cases")},
+                       "differences": differences,
                        "pretraining": {"summary": restoration, "beats_constant_predictor": learnt},
                        "report": str(demo.report_dir / "report.md"), "submission": str(demo.submission)},
                       demo.out / "summary.json")

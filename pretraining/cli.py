@@ -13,6 +13,12 @@ from pathlib import Path
 
 from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.transforms import GenesisConfig
+from nnunet_genesis.transforms.config import PRESETS
+
+BUDGET_ITERATIONS = 25  # --iters-per-epoch default with --time-budget: epochs of a minute or two on a CPU
+BUDGET_MAX_EPOCHS = 1000  # --epochs default with --time-budget: an upper bound only
+# The corruption preset --time-budget chooses when no --preset is given (docs/pretraining.md).
+BUDGET_PRESET = "mild"
 
 # GenesisConfig fields offered as options (same names, dashes for underscores).
 GENESIS_OPTION_FIELDS = tuple(f.name for f in dataclasses.fields(GenesisConfig)
@@ -54,8 +60,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run = parser.add_argument_group("training")
     run.add_argument("--epochs", type=int, default=None,
                      help=f"epochs (default: {defaults.epochs}; with --resume: extend or shorten the run)")
-    run.add_argument("--iters-per-epoch", type=int, default=defaults.iterations_per_epoch,
-                     help="training iterations per epoch (default: %(default)s)")
+    run.add_argument("--iters-per-epoch", type=int, default=None,
+                     help=f"training iterations per epoch (default: {defaults.iterations_per_epoch}; "
+                          f"{BUDGET_ITERATIONS} with --time-budget, so that the run stops close to the budget)")
+    run.add_argument("--time-budget", type=float, metavar="MINUTES",
+                     help="stop at the end of the epoch that crosses this much training time (preparation "
+                          "not counted) and decay the learning rate over it; --epochs (default then 1000) "
+                          f"stays an upper bound; without --preset it selects the '{BUDGET_PRESET}' preset")
+    run.add_argument("--optimizer", choices=("adamw", "sgd"), default=defaults.optimizer,
+                     help="adamw, or sgd = nnU-Net's SGD (Nesterov, momentum 0.99) (default: %(default)s)")
+    run.add_argument("--lr", type=float, default=None,
+                     help=f"initial learning rate (default: {defaults.learning_rate:g} for adamw, 0.01 for sgd)")
     run.add_argument("--batch-size", type=int,
                      help=f"global batch size (default: the plans'; universal plan: {DEFAULT_UNIVERSAL_BATCH})")
     run.add_argument("--device", choices=("cpu", "cuda", "mps"),
@@ -87,11 +102,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--prepare-only", action="store_true",
                      help="stop after preprocessing (start later with --resume, nnUNetv2_train or torchrun)")
     gen = parser.add_argument_group("Genesis corruptions (nnunet_genesis.transforms.GenesisConfig)")
+    gen.add_argument("--preset", choices=sorted(PRESETS),
+                     help=f"corruption rates: paper = the Models Genesis rates, mild = fewer inverted "
+                          f"mappings and less painting (default: paper; {BUDGET_PRESET} with --time-budget); "
+                          f"the options below override single rates")
     genesis_defaults = GenesisConfig()
     for name in GENESIS_OPTION_FIELDS:
         default = getattr(genesis_defaults, name)
-        gen.add_argument(f"--{name.replace('_', '-')}", dest=name, type=type(default), default=default,
-                         help="default: %(default)s")
+        gen.add_argument(f"--{name.replace('_', '-')}", dest=name, type=type(default), default=None,
+                         help=f"default: the preset's (paper: {default})")
 
 
 def _device(name: str | None):
@@ -121,9 +140,17 @@ def _check_processes(device, num: int) -> None:
         raise GenesisUserError(f"--num-gpus {num}: only {torch.cuda.device_count()} CUDA GPU(s) are visible.")
 
 
+def preset_name(args) -> str:
+    """--preset, else the budget preset with --time-budget, else the papers' rates."""
+    if args.preset:
+        return args.preset
+    return BUDGET_PRESET if args.time_budget else "paper"
+
+
 def _genesis_config(args) -> GenesisConfig:
+    overrides = {n: getattr(args, n) for n in GENESIS_OPTION_FIELDS if getattr(args, n) is not None}
     try:
-        return GenesisConfig(**{n: getattr(args, n) for n in GENESIS_OPTION_FIELDS})
+        return GenesisConfig.preset(preset_name(args), **overrides)
     except ValueError as e:
         raise GenesisUserError(f"Genesis corruption options: {e}") from None
 
@@ -142,6 +169,10 @@ def run(args) -> int:
         _positive(name, getattr(args, name[2:].replace("-", "_")))
     if args.workers is not None and args.workers < 0:
         raise GenesisUserError(f"--workers {args.workers}: must be 0 or more.")
+    if args.time_budget is not None and not 0 < args.time_budget < 1e6:
+        raise GenesisUserError(f"--time-budget {args.time_budget}: must be a positive number of minutes.")
+    if args.lr is not None and not 0 < args.lr < 10:
+        raise GenesisUserError(f"--lr {args.lr}: must be a positive learning rate below 10.")
     if not 0 < args.val_fraction < 1:
         raise GenesisUserError(f"--val-fraction {args.val_fraction}: must be between 0 and 1.")
     device = _device(args.device)
@@ -170,10 +201,15 @@ def run(args) -> int:
                                    f"--resume or choose another -o folder.")
         if not args.inputs and not args.datasets:
             raise GenesisUserError("No sources: give -i folders of volumes and/or -d nnU-Net raw datasets.")
+        epochs = args.epochs or (BUDGET_MAX_EPOCHS if args.time_budget else PretrainOptions().epochs)
         options = PretrainOptions(
-            epochs=args.epochs or PretrainOptions().epochs, iterations_per_epoch=args.iters_per_epoch,
+            epochs=epochs, iterations_per_epoch=args.iters_per_epoch or (
+                BUDGET_ITERATIONS if args.time_budget else PretrainOptions().iterations_per_epoch),
             seed=args.seed, val_patches=args.val_patches, png_every=args.png_every, save_every=args.save_every,
-            corruption=args.corruption, genesis=_genesis_config(args).to_dict())
+            corruption=args.corruption, optimizer=args.optimizer,
+            learning_rate=args.lr or (PretrainOptions().learning_rate if args.optimizer == "adamw" else 1e-2),
+            time_budget_minutes=args.time_budget or 0.0, preset=preset_name(args),
+            genesis=_genesis_config(args).to_dict())
         request = PrepareRequest(
             out=out, inputs=args.inputs, datasets=args.datasets, plans_from=args.plans_from,
             plans_identifier=args.plans_identifier, configuration=args.configuration,
@@ -191,10 +227,35 @@ def run(args) -> int:
     if not final.is_file():
         raise GenesisUserError(f"Training ended without writing {final}; see the log in {state.output_folder()}.",
                                exit_code=1)
+    warning = restoration_warning(final)
+    if warning:
+        print(warning)
     print(f"Genesis checkpoint: {final}\nLoss curve: {out / 'genesis_loss.png'}\n"
           f"nnU-Net run folder (log, progress.png, checkpoints): {state.output_folder()}\n"
           f"Inspect it with: nnunet-genesis inspect {final}")
     return 0
+
+
+# The validation MSE should be this far below the better trivial predictor (docs/pretraining.md).
+LEARNT_MARGIN = 0.2
+
+
+def restoration_warning(checkpoint_path: Path) -> str | None:
+    """A warning when the final validation MSE did not beat the trivial predictors recorded in
+    the checkpoint (the per-patch mean and the corrupted input) by ``LEARNT_MARGIN``."""
+    from nnunet_genesis.checkpoint import load_checkpoint
+
+    meta = load_checkpoint(checkpoint_path).metadata
+    final, baselines = meta.get("final_val_loss"), meta.get("val_baselines") or {}
+    if final is None or not baselines:
+        return None
+    best_name, best = min(baselines.items(), key=lambda kv: kv[1])
+    if final <= (1 - LEARNT_MARGIN) * best:
+        return None
+    return (f"WARNING: the restoration validation MSE ended at {final:.4f}, not {100 * LEARNT_MARGIN:.0f} % below "
+            f"the best trivial predictor ({best_name}: {best:.4f}): this pretraining has learnt little, and "
+            f"fine-tuning from it may be no better than from scratch. Train longer (--epochs, --time-budget) or "
+            f"with the 'mild' preset; see docs/pretraining.md.")
 
 
 def _check_batch(state, num_processes: int) -> None:

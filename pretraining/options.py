@@ -16,6 +16,7 @@ from nnunet_genesis.transforms import GenesisConfig
 
 PLANS_KEY = "genesis_pretraining"
 CORRUPTION_MODES = ("auto", "device", "workers")
+OPTIMIZERS = ("adamw", "sgd")
 
 
 @dataclass
@@ -40,6 +41,14 @@ class PretrainOptions:
     corruption: where the training batches are corrupted: "device" (``corrupt_batch`` on the
         training device inside ``train_step``), "workers" (``GenesisCorruptionTransform`` in
         nnU-Net's data-augmentation workers) or "auto" (device on CUDA, workers otherwise).
+    optimizer, learning_rate: "adamw" (AdamW, no weight decay) or "sgd" (nnU-Net's SGD,
+        Nesterov momentum 0.99, weight decay 3e-5) at ``learning_rate``, decayed by nnU-Net's
+        poly schedule (over the epochs, or over the time budget when one is set). Why AdamW is
+        the default: docs/pretraining.md, "Optimiser".
+    time_budget_minutes: 0 for none; otherwise training stops at the end of the epoch whose end
+        crosses this much training time, and the learning rate decays over the budget.
+    preset: the ``GenesisConfig`` preset the corruption rates started from (a record; the
+        rates themselves are in ``genesis``).
     genesis: ``GenesisConfig.to_dict()``.
     """
 
@@ -52,11 +61,21 @@ class PretrainOptions:
     export_folder: str = ""
     plans_from: dict[str, str] = field(default_factory=dict)
     corruption: str = "auto"
+    optimizer: str = "adamw"
+    learning_rate: float = 1e-3
+    time_budget_minutes: float = 0.0
+    preset: str = "paper"
     genesis: dict[str, Any] = field(default_factory=lambda: GenesisConfig().to_dict())
 
     def __post_init__(self) -> None:
         if self.corruption not in CORRUPTION_MODES:
             raise ValueError(f"corruption must be one of {CORRUPTION_MODES}, got {self.corruption!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if not (isinstance(self.learning_rate, (int, float)) and 0 < self.learning_rate < 10):
+            raise ValueError(f"learning_rate must be in (0, 10), got {self.learning_rate!r}")
+        if not (isinstance(self.time_budget_minutes, (int, float)) and 0 <= self.time_budget_minutes < 1e6):
+            raise ValueError(f"time_budget_minutes must be >= 0, got {self.time_budget_minutes!r}")
 
     def genesis_config(self) -> GenesisConfig:
         return GenesisConfig.from_dict(self.genesis)

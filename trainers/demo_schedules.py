@@ -20,10 +20,11 @@ the plans into every results folder, so a trained model records the schedule it 
 
 Seeding: nnU-Net's network initialisation, patch sampling and augmentation draw from the
 process-global ``random``/``numpy``/``torch`` generators of the ``nnUNetv2_train`` process.
-These trainers seed them (in that process only) before the network is built and again
-before the data loaders start, so both arms start from the same random head/decoder
-initialisation and, with ``nnUNet_n_proc_DA=0`` (augmentation in the main process), see
-the same sequence of training patches. With background augmentation workers nnU-Net reseeds
+These trainers seed them (in that process only) from the schedule's seed and the fold before
+the network is built and again before the data loaders start, so all arms of one fold start
+from the same random head/decoder initialisation and, with ``nnUNet_n_proc_DA=0``
+(augmentation in the main process), see the same sequence of training patches, while each
+fold (``benchmarks/transfer.py``: one per K and seed) gets its own. With background augmentation workers nnU-Net reseeds
 the workers from the OS, so the patch sequences differ between runs.
 """
 
@@ -41,7 +42,13 @@ import torch
 
 from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.seeding import seed_nnunet_process
-from nnunet_genesis.trainers.genesis import nnUNetTrainerGenesis, nnUNetTrainerScratch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+from nnunet_genesis.trainers.genesis import (nnUNetTrainerGenesis, nnUNetTrainerGenesis_asPretrained,
+                                             nnUNetTrainerGenesis_encoderOnly, nnUNetTrainerGenesis_headWarmup,
+                                             nnUNetTrainerGenesis_lowLR, nnUNetTrainerGenesis_nnUNetRecipe,
+                                             nnUNetTrainerGenesis_reinitLastStage, nnUNetTrainerGenesis_resetAllNorm,
+                                             nnUNetTrainerGenesis_resetLastNorm, nnUNetTrainerScratch)
 
 PLANS_KEY = "genesis_schedule"
 
@@ -56,11 +63,6 @@ class ShortSchedule:
     warmup_epochs: int = 1
     seed: int = 12345
     test_time_mirroring: bool = False  # 8 flipped passes per patch: slow on a CPU
-    # Genesis arm only: False transfers the encoder alone (the decoder starts as in the scratch
-    # arm). After a short pretraining the restoration decoder's last stage ends with mostly
-    # negative normalised features; fine-tuning from the full network then stayed all-background
-    # for hundreds of iterations on the hippocampus (docs/benchmark_transfer.md).
-    transfer_decoder: bool = True
 
     def __post_init__(self) -> None:
         for name in ("epochs", "iterations_per_epoch", "val_iterations_per_epoch"):
@@ -104,18 +106,20 @@ class PlansScheduleMixin:
         self.num_epochs = s.epochs
         self.num_iterations_per_epoch = s.iterations_per_epoch
         self.num_val_iterations_per_epoch = s.val_iterations_per_epoch
-        self.warmup_epochs = s.warmup_epochs  # read by nnUNetTrainerWarmupPoly.configure_optimizers
-        if hasattr(self, "include_decoder"):  # the Genesis arm (read by nnUNetTrainerGenesis)
-            self.include_decoder = s.transfer_decoder
+        self.warmup_epochs = s.warmup_epochs  # read by nnUNetTrainerWarmupPoly.resolved_warmup_epochs
+
+    def _fold_seed(self, offset: int) -> int:
+        return int(np.random.SeedSequence([self.short_schedule.seed, self.fold, offset]).generate_state(1)[0])
 
     def initialize(self):
         if not self.was_initialized:
             self.print_to_log_file(f"Schedule from the plans ({PLANS_KEY}): {self.short_schedule.to_dict()}")
-            seed_nnunet_process(self.short_schedule.seed)  # same random init of what is not transferred
+            use_allowed_cpus()
+            seed_nnunet_process(self._fold_seed(0))  # same random init of what is not transferred
         super().initialize()
 
     def get_dataloaders(self):
-        seed_nnunet_process(self.short_schedule.seed + 1)  # same patch sequence in both arms
+        seed_nnunet_process(self._fold_seed(1))  # same patch sequence in every arm of a fold
         return super().get_dataloaders()
 
     def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
@@ -125,12 +129,62 @@ class PlansScheduleMixin:
         return result
 
 
+def use_allowed_cpus() -> None:
+    """Cap torch's threads at the CPUs this process may run on.
+
+    ``nnUNetv2_train -device cpu`` sets one thread per CPU of the machine; under ``taskset``
+    or a CPU-limited container (the benchmark runs two trainings side by side, one core each)
+    the extra threads only contend for the allowed cores.
+    """
+    if hasattr(os, "sched_getaffinity"):
+        allowed = len(os.sched_getaffinity(0))
+        if 0 < allowed < torch.get_num_threads():
+            torch.set_num_threads(allowed)
+
+
 class nnUNetTrainerGenesis_demo(PlansScheduleMixin, nnUNetTrainerGenesis):
-    """Fine-tunes from the plans' Genesis checkpoint with the plans' short schedule."""
+    """Fine-tunes from the plans' Genesis checkpoint with the plans' short schedule (the default start)."""
 
 
 class nnUNetTrainerScratch_demo(PlansScheduleMixin, nnUNetTrainerScratch):
     """Random initialisation with the plans' short schedule: the partner of nnUNetTrainerGenesis_demo."""
+
+
+class nnUNetTrainerStock_demo(PlansScheduleMixin, nnUNetTrainer):
+    """Stock nnU-Net (its SGD and poly schedule, no warm-up) for the plans' number of epochs and iterations."""
+
+
+# The other fine-tuning starts of nnunet_genesis.trainers.genesis, with the plans' short schedule.
+class nnUNetTrainerGenesis_encoderOnly_demo(PlansScheduleMixin, nnUNetTrainerGenesis_encoderOnly):
+    pass
+
+
+class nnUNetTrainerGenesis_asPretrained_demo(PlansScheduleMixin, nnUNetTrainerGenesis_asPretrained):
+    pass
+
+
+class nnUNetTrainerGenesis_resetLastNorm_demo(PlansScheduleMixin, nnUNetTrainerGenesis_resetLastNorm):
+    pass
+
+
+class nnUNetTrainerGenesis_resetAllNorm_demo(PlansScheduleMixin, nnUNetTrainerGenesis_resetAllNorm):
+    pass
+
+
+class nnUNetTrainerGenesis_reinitLastStage_demo(PlansScheduleMixin, nnUNetTrainerGenesis_reinitLastStage):
+    pass
+
+
+class nnUNetTrainerGenesis_headWarmup_demo(PlansScheduleMixin, nnUNetTrainerGenesis_headWarmup):
+    pass
+
+
+class nnUNetTrainerGenesis_lowLR_demo(PlansScheduleMixin, nnUNetTrainerGenesis_lowLR):
+    pass
+
+
+class nnUNetTrainerGenesis_nnUNetRecipe_demo(PlansScheduleMixin, nnUNetTrainerGenesis_nnUNetRecipe):
+    pass
 
 
 def _stride_product(arch_kwargs: Mapping[str, Any]) -> list[int]:

@@ -47,6 +47,44 @@ def bare_network(network: torch.nn.Module) -> torch.nn.Module:
     return network
 
 
+def _norm_modules(module: torch.nn.Module) -> list[torch.nn.Module]:
+    return [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._NormBase)
+            or isinstance(m, (torch.nn.GroupNorm, torch.nn.LayerNorm))]
+
+
+def adapt_start(network: torch.nn.Module, reset_norm_affine: str, reinit_last_decoder_stage: bool) -> list[str]:
+    """Apply a fine-tuning start's resets to the transferred network in place; says what it did.
+
+    ``reset_norm_affine``: "" keeps every transferred normalisation layer; "last_stage",
+    "decoder" or "all" set the affine scale/shift of the normalisation layers there to (1, 0).
+    ``reinit_last_decoder_stage``: the decoder's highest-resolution stage gets the
+    architecture's own random initialisation again.
+    """
+    # decoder.stages, not decoder: nnU-Net's decoder module also holds a reference to the encoder
+    scopes = {"": None, "last_stage": lambda n: n.decoder.stages[-1], "decoder": lambda n: n.decoder.stages,
+              "all": lambda n: n}
+    if reset_norm_affine not in scopes:
+        raise ValueError(f"reset_norm_affine must be one of {sorted(scopes)}, got {reset_norm_affine!r}")
+    notes = []
+    with torch.no_grad():
+        if scopes[reset_norm_affine] is not None:
+            norms = [m for m in _norm_modules(scopes[reset_norm_affine](network)) if getattr(m, "weight", None) is not None]
+            for m in norms:
+                m.weight.fill_(1.0)
+                if m.bias is not None:
+                    m.bias.zero_()
+            notes.append(f"start: affine parameters of {len(norms)} normalisation layer(s) "
+                         f"({reset_norm_affine}) reset to scale 1, shift 0")
+        if reinit_last_decoder_stage:
+            stage = network.decoder.stages[-1]
+            init = getattr(type(network), "initialize", None)
+            if init is None:
+                raise ValueError(f"{type(network).__name__} has no initialize(module) to re-initialise a stage with")
+            stage.apply(init)
+            notes.append("start: last decoder stage re-initialised (random, as the architecture initialises)")
+    return notes
+
+
 def _weight_fingerprint(network: torch.nn.Module) -> torch.Tensor:
     """Per-parameter sums: cheap evidence of whether someone loaded weights into the network."""
     with torch.no_grad():
@@ -56,16 +94,25 @@ def _weight_fingerprint(network: torch.nn.Module) -> torch.Tensor:
 class nnUNetTrainerWarmupPoly(nnUNetTrainer):
     """nnU-Net's trainer with a linear learning-rate warm-up before the poly schedule.
 
-    ``warmup_epochs`` (class attribute, default 10) epochs ramp the learning rate linearly up
-    to ``initial_lr``; then nnU-Net's poly decay runs over the remaining epochs (see
-    ``nnunet_genesis.trainers.schedules``). The optimizer is nnU-Net's own (SGD, Nesterov,
+    The warm-up ramps the learning rate linearly up to ``initial_lr``; then nnU-Net's poly
+    decay runs over the remaining epochs (see ``nnunet_genesis.trainers.schedules``). Its
+    length scales with the schedule: ``warmup_fraction`` (1 %, nnU-Net's 10 of 1000 epochs) of
+    ``num_epochs``, at least one epoch, unless ``warmup_epochs`` is set. A fixed 10-epoch
+    warm-up would be half of a 20-epoch run. The optimizer is nnU-Net's own (SGD, Nesterov,
     momentum 0.99).
     """
 
-    warmup_epochs: int = 10
+    warmup_epochs: int | None = None
+    warmup_fraction: float = 0.01
+
+    def resolved_warmup_epochs(self) -> int:
+        if self.warmup_epochs is not None:
+            return int(self.warmup_epochs)
+        return max(1, int(round(self.warmup_fraction * self.num_epochs)))
 
     def configure_optimizers(self):
         optimizer, _ = super().configure_optimizers()
+        self.warmup_epochs = self.resolved_warmup_epochs()
         lr_scheduler = WarmupPolyLRScheduler(optimizer, self.initial_lr, self.num_epochs, self.warmup_epochs)
         return optimizer, lr_scheduler
 
@@ -73,12 +120,21 @@ class nnUNetTrainerWarmupPoly(nnUNetTrainer):
 class nnUNetTrainerGenesis(nnUNetTrainerWarmupPoly):
     """Fine-tunes every transferred layer from the Genesis checkpoint named in the plans.
 
+    The start (which weights are kept, which are reset) is set by the class attributes below;
+    each variant further down changes one of them. The default transfers encoder and decoder
+    (as in the papers) and resets the affine parameters of the decoder's normalisation layers
+    to (1, 0): restoration leaves them with small scales and negative shifts, so after the
+    nonlinearity the fresh segmentation head saw nearly constant features and fine-tuning could
+    stay all-background (docs/benchmark_transfer.md, "Fine-tuning starts").
+
     Raises ``GenesisUserError`` (training does not start) when the plans name no checkpoint,
     the file is missing, its sha256 differs from the one recorded by ``attach``, or its
     weights cannot be mapped onto this configuration's network.
     """
 
     include_decoder: bool = True  # False: only the encoder is transferred, the decoder starts random
+    reset_norm_affine: str = "decoder"  # "" (none), "last_stage", "decoder" or "all": norms reset to (1, 0)
+    reinit_last_decoder_stage: bool = False  # the highest-resolution decoder stage starts random
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -121,6 +177,8 @@ class nnUNetTrainerGenesis(nnUNetTrainerWarmupPoly):
                                       include_decoder=self.include_decoder)
         except GenesisUserError as e:
             raise self._stopping(str(e)) from None
+        changes = adapt_start(bare_network(self.network), self.reset_norm_affine, self.reinit_last_decoder_stage)
+        report.notes.extend(changes)
         self.print_to_log_file(f"Genesis weights from {path} (sha256 {self.genesis_block.sha256}):\n"
                                f"{report.summary_text()}", add_timestamp=False)
         if self.local_rank == 0:
@@ -138,6 +196,88 @@ class nnUNetTrainerGenesis_encoderOnly(nnUNetTrainerGenesis):
     """Transfers the encoder only; decoder and head start from nnU-Net's random init."""
 
     include_decoder = False
+    reset_norm_affine = ""
+
+
+class nnUNetTrainerGenesis_asPretrained(nnUNetTrainerGenesis):
+    """The papers' start: encoder and decoder exactly as restoration left them (no reset)."""
+
+    reset_norm_affine = ""
+
+
+class nnUNetTrainerGenesis_resetLastNorm(nnUNetTrainerGenesis):
+    """Resets only the last decoder stage's normalisation layers (scale 1, shift 0)."""
+
+    reset_norm_affine = "last_stage"
+
+
+class nnUNetTrainerGenesis_resetAllNorm(nnUNetTrainerGenesis):
+    """Resets every normalisation layer, encoder included (scale 1, shift 0)."""
+
+    reset_norm_affine = "all"
+
+
+class nnUNetTrainerGenesis_reinitLastStage(nnUNetTrainerGenesis):
+    """Transfers the whole network but re-initialises the highest-resolution decoder stage."""
+
+    reset_norm_affine = ""
+    reinit_last_decoder_stage = True
+
+
+class nnUNetTrainerGenesis_headWarmup(nnUNetTrainerGenesis):
+    """Linear probing, then fine-tuning: only the segmentation head trains for the first
+    ``head_warmup_share`` of the epochs (at least one), then everything.
+
+    Frozen through the optimizer (``ParameterFreezer``, see ``freezing``), not ``requires_grad``.
+    """
+
+    head_warmup_share: float = 0.1
+
+    def initialize(self):
+        super().initialize()
+        net = bare_network(self.network)
+        head = {id(p) for p in net.decoder.seg_layers.parameters()}
+        self.head_warmup_epochs = max(1, int(round(self.head_warmup_share * self.num_epochs)))
+        self.body_freezer = ParameterFreezer(
+            [p for p in net.parameters() if id(p) not in head],
+            is_frozen=lambda: self.current_epoch < self.head_warmup_epochs,
+        ).attach(self.optimizer)
+
+
+class nnUNetTrainerGenesis_lowLR(nnUNetTrainerGenesis):
+    """Transferred layers learn at ``transferred_lr_scale`` (0.1) times the head's learning rate."""
+
+    transferred_lr_scale: float = 0.1
+
+    def configure_optimizers(self):
+        optimizer, scheduler = super().configure_optimizers()
+        net = bare_network(self.network)
+        head = {id(p) for p in net.decoder.seg_layers.parameters()}
+        group = optimizer.param_groups[0]
+        options = {k: v for k, v in group.items() if k != "params"}
+        optimizer.param_groups.clear()
+        optimizer.add_param_group({**options, "params": [p for p in net.parameters() if id(p) in head]})
+        optimizer.add_param_group({**options, "params": [p for p in net.parameters() if id(p) not in head],
+                                   "lr_scale": self.transferred_lr_scale})
+        scheduler.step(0)  # set both groups' learning rates now
+        return optimizer, scheduler
+
+
+class nnUNetTrainerGenesis_nnUNetRecipe(nnUNetTrainerGenesis):
+    """nnU-Net's recipe for pretrained weights: encoder (and stem) only, learning rate 1e-3, a
+    long linear warm-up (a fifth of the epochs, whatever ``warmup_epochs`` says)."""
+
+    include_decoder = False
+    reset_norm_affine = ""
+    warmup_share = 0.2
+
+    def resolved_warmup_epochs(self) -> int:
+        return max(1, int(round(self.warmup_share * self.num_epochs)))
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.initial_lr = 1e-3
 
 
 class nnUNetTrainerGenesis_freezeEncoder(nnUNetTrainerGenesis):

@@ -62,8 +62,8 @@ class WarmupPolyLRScheduler(_LRScheduler):
             self.ctr += 1
         new_lr = warmup_poly_lr(current_step, self.initial_lr, self.max_steps, self.warmup_steps,
                                 self.exponent)
-        for param_group in self.optimizer.param_groups:
-            param_group["lr"] = new_lr
+        for param_group in self.optimizer.param_groups:  # "lr_scale": a group's share of the schedule
+            param_group["lr"] = new_lr * param_group.get("lr_scale", 1.0)
         self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
     def get_last_lr(self) -> list[float]:

@@ -158,3 +158,16 @@ def test_msd_task_must_be_a_decathlon_folder(tmp_path):
     result = demo(tmp_path / "out", "--msd-task", str(bad), timeout=120)
     assert result.returncode == 2
     assert "MSD layout" in result.stderr and "imagesTr" in result.stderr
+
+
+def test_summary_states_the_difference_with_ci_and_significance():
+    from nnunet_genesis.demo import difference_lines
+
+    def result(values):
+        return {"summary": {"1": {}}, "label_names": {"1": "ellipsoid"},
+                "cases": [{"case": f"c{i}", "labels": {"1": {"dice": v}}} for i, v in enumerate(values)]}
+
+    better = difference_lines(result([0.6 + 0.01 * i for i in range(8)]), result([0.5] * 8))
+    assert "+0.135" in better[0] and "95 % CI" in better[0] and "significant (p < 0.05)" in better[0]
+    same = difference_lines(result([0.5, 0.6, 0.4]), result([0.5, 0.6, 0.4]))
+    assert "not significant" in same[0]

@@ -67,3 +67,19 @@ def test_dataset_id_is_the_highest_free_one_or_the_requested_one(tmp_path, monke
     assert choose_dataset_name(folders, 5) == "Dataset005_GenesisPretrain"
     with pytest.raises(GenesisUserError, match="already exists"):
         choose_dataset_name(folders, 999)
+
+
+def test_restoration_warning_needs_a_20_percent_margin(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    from nnunet_genesis.pretraining import cli
+
+    def fake(final):
+        meta = {"final_val_loss": final, "val_baselines": {"mean": 0.74, "identity": 4.3}}
+        monkeypatch.setattr("nnunet_genesis.checkpoint.load_checkpoint", lambda path: SimpleNamespace(metadata=meta))
+
+    fake(0.70)
+    warning = cli.restoration_warning(tmp_path / "x.pth")
+    assert warning.startswith("WARNING") and "mean: 0.7400" in warning
+    fake(0.50)
+    assert cli.restoration_warning(tmp_path / "x.pth") is None

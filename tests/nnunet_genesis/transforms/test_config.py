@@ -38,3 +38,16 @@ def test_from_dict_rejects_unknown_keys_and_non_mappings():
         GenesisConfig.from_dict({"flip_rate": 0.4, "flop_rate": 1})
     with pytest.raises(ValueError, match="mapping"):
         GenesisConfig.from_dict([("flip_rate", 0.4)])
+
+
+def test_presets():
+    from nnunet_genesis.transforms.config import PRESETS
+
+    assert GenesisConfig.preset("paper") == GenesisConfig()
+    mild = GenesisConfig.preset("mild")
+    assert (mild.nonlinear_invert_rate, mild.paint_rate, mild.outpaint_rate) == (0.0, 0.5, 0.3)
+    assert mild.local_rate == GenesisConfig().local_rate
+    assert GenesisConfig.preset("mild", paint_rate=0.2).paint_rate == 0.2
+    assert set(PRESETS) >= {"paper", "mild"}
+    with pytest.raises(ValueError, match="unknown GenesisConfig preset"):
+        GenesisConfig.preset("strong")

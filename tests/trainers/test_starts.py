@@ -1,0 +1,117 @@
+"""Fine-tuning starts (trainers.genesis.adapt_start and the variants), warm-up scaling, and the
+pretraining's time-budget schedule."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from dynamic_network_architectures.architectures.unet import PlainConvUNet
+
+from nnunet_genesis.pretraining.trainer import TimeBudgetPolyLRScheduler
+from nnunet_genesis.trainers import genesis as g
+from nnunet_genesis.trainers.schedules import WarmupPolyLRScheduler
+
+
+def _net() -> PlainConvUNet:
+    torch.manual_seed(0)
+    net = PlainConvUNet(1, 3, (8, 16, 32), torch.nn.Conv3d, 3, (1, 2, 2), 2, 2, 2, (2, 2),
+                        norm_op=torch.nn.InstanceNorm3d, norm_op_kwargs={"affine": True},
+                        nonlin=torch.nn.LeakyReLU)
+    with torch.no_grad():  # what restoration leaves: small scales, negative shifts
+        for m in net.modules():
+            if isinstance(m, torch.nn.InstanceNorm3d):
+                m.weight.uniform_(0.05, 0.6)
+                m.bias.uniform_(-0.9, -0.1)
+    return net
+
+
+def _norms(module):
+    return [m for m in module.modules() if isinstance(m, torch.nn.InstanceNorm3d)]
+
+
+def _is_reset(m) -> bool:
+    return bool(torch.all(m.weight == 1) and torch.all(m.bias == 0))
+
+
+@pytest.mark.parametrize("scope", ["last_stage", "decoder", "all"])
+def test_norm_reset_scopes(scope):
+    net = _net()
+    norm_params = {id(p) for m in _norms(net) for p in m.parameters()}
+    conv_before = [(p, p.detach().clone()) for p in net.parameters() if id(p) not in norm_params]
+    notes = g.adapt_start(net, scope, False)
+    assert "reset to scale 1, shift 0" in notes[0]
+    inside = {"last_stage": net.decoder.stages[-1], "decoder": net.decoder.stages, "all": net}[scope]
+    reset = {id(m) for m in _norms(inside)}
+    assert reset and all(_is_reset(m) for m in _norms(inside))
+    expected = {"last_stage": 2, "decoder": 2 * len(net.decoder.stages), "all": len(_norms(net))}[scope]
+    assert len(reset) == expected and f"of {expected} normalisation" in notes[0]
+    if scope != "all":  # the decoder's reference to the encoder must not widen the scope
+        assert not any(_is_reset(m) for m in _norms(net.encoder))
+    assert all(not _is_reset(m) for m in _norms(net) if id(m) not in reset)
+    assert all(torch.equal(p, before) for p, before in conv_before)  # convolutions are kept
+
+
+def test_no_reset_keeps_everything_and_reinit_changes_only_the_last_stage():
+    net = _net()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    assert g.adapt_start(net, "", False) == []
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())
+    notes = g.adapt_start(net, "", True)
+    assert "re-initialised" in notes[0]
+    changed = {k for k, v in net.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(k.startswith(f"decoder.stages.{len(net.decoder.stages) - 1}.") for k in changed)
+    with pytest.raises(ValueError, match="reset_norm_affine"):
+        g.adapt_start(net, "encoder", False)
+
+
+def test_variants_change_one_thing_each():
+    base = g.nnUNetTrainerGenesis
+    assert (base.include_decoder, base.reset_norm_affine, base.reinit_last_decoder_stage) == (True, "decoder", False)
+    assert g.nnUNetTrainerGenesis_asPretrained.reset_norm_affine == ""
+    assert g.nnUNetTrainerGenesis_resetLastNorm.reset_norm_affine == "last_stage"
+    assert g.nnUNetTrainerGenesis_resetAllNorm.reset_norm_affine == "all"
+    assert g.nnUNetTrainerGenesis_reinitLastStage.reinit_last_decoder_stage
+    assert not g.nnUNetTrainerGenesis_encoderOnly.include_decoder
+    assert not g.nnUNetTrainerGenesis_nnUNetRecipe.include_decoder
+
+
+def test_warmup_scales_with_the_schedule():
+    class T:  # the attributes resolved_warmup_epochs reads
+        warmup_epochs = None
+        warmup_fraction = 0.01
+        resolved = g.nnUNetTrainerWarmupPoly.resolved_warmup_epochs
+
+    t = T()
+    for epochs, expected in ((1000, 10), (250, 2), (100, 1), (20, 1)):
+        t.num_epochs = epochs
+        assert t.resolved() == expected
+    t.warmup_epochs = 3
+    assert t.resolved() == 3
+    recipe = g.nnUNetTrainerGenesis_nnUNetRecipe.__new__(g.nnUNetTrainerGenesis_nnUNetRecipe)
+    recipe.num_epochs, recipe.warmup_epochs = 20, 1
+    assert recipe.resolved_warmup_epochs() == 4  # a fifth of the epochs, whatever warmup_epochs says
+
+
+def test_lr_scale_of_a_param_group_is_kept_by_the_schedule():
+    a, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([{"params": [a]}, {"params": [b], "lr_scale": 0.1}], lr=0.01)
+    sched = WarmupPolyLRScheduler(opt, 0.01, max_steps=10, warmup_steps=0)
+    sched.step(0)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.01)
+    assert opt.param_groups[1]["lr"] == pytest.approx(0.001)
+
+
+def test_time_budget_schedule_decays_with_training_time():
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.AdamW([p], lr=1e-3)
+    elapsed = [0.0]
+    sched = TimeBudgetPolyLRScheduler(opt, 1e-3, budget_seconds=100, elapsed=lambda: elapsed[0])
+    seen = []
+    for t in (0, 25, 50, 99, 150):
+        elapsed[0] = t
+        sched.step(123)  # the epoch nnU-Net passes is ignored
+        seen.append(opt.param_groups[0]["lr"])
+    assert seen[0] == pytest.approx(1e-3)
+    assert seen[1] == pytest.approx(1e-3 * 0.75 ** 0.9)
+    assert all(b < a for a, b in zip(seen, seen[1:4]))
+    assert 0 < seen[4] <= seen[3]  # past the budget: a small positive floor
