@@ -276,8 +276,12 @@ class TransferBenchmark:
         return folds
 
     # --- units
-    def run_unit(self, k: int, seed: int, arm: str, fold: int, cpus: str | None, log: Path) -> dict:
-        """Train, predict and evaluate one (K, seed, arm); returns its record (also written to disk)."""
+    def run_unit(self, k: int, seed: int, arm: str, fold: int, cpus: str | None, log: Path,
+                 stop: threading.Event | None = None) -> dict:
+        """Train, predict and evaluate one (K, seed, arm); returns its record (also written to disk).
+
+        ``stop``: once set, the running command is terminated (run_logged polls once a second).
+        """
         from nnunet_genesis.evaluation.evaluate import load_evaluation
         from nnunet_genesis.evaluation.training_curves import curves_for_fold
 
@@ -289,21 +293,23 @@ class TransferBenchmark:
         env = self.ws.env()
         env.update(self.train_env)
         pin = ["taskset", "-c", cpus] if cpus else []
+
+        def run(cmd):
+            run_logged(cmd, log, env, status=lambda _line: _raise_if(stop), cwd=self.ws.root)
+
         seconds = {}
         t0 = time.monotonic()
-        run_logged([*pin, command_path("nnUNetv2_train"), str(self.dataset_id), CONFIGURATION, str(fold),
-                    "-tr", trainer, "-p", plans, "-device", self.device], log, env, cwd=self.ws.root)
+        run([*pin, command_path("nnUNetv2_train"), str(self.dataset_id), CONFIGURATION, str(fold),
+             "-tr", trainer, "-p", plans, "-device", self.device])
         seconds["train"] = time.monotonic() - t0
         t0 = time.monotonic()
-        run_logged([*pin, command_path("nnUNetv2_predict"), "-i", self.cases()["eval_images"], "-o", str(predictions),
-                    "-d", str(self.dataset_id), "-c", CONFIGURATION, "-tr", trainer, "-p", plans, "-f", str(fold),
-                    "-device", self.device, "-npp", "1", "-nps", "1", "--disable_progress_bar"], log, env,
-                   cwd=self.ws.root)
+        run([*pin, command_path("nnUNetv2_predict"), "-i", self.cases()["eval_images"], "-o", str(predictions),
+             "-d", str(self.dataset_id), "-c", CONFIGURATION, "-tr", trainer, "-p", plans, "-f", str(fold),
+             "-device", self.device, "-npp", "1", "-nps", "1", "--disable_progress_bar"])
         seconds["predict"] = time.monotonic() - t0
         t0 = time.monotonic()
-        run_logged([*pin, *genesis_command("evaluate", "--pred", str(predictions), "--ref", self.cases()["eval_labels"],
-                                           "--task", self.msd.name, "-o", str(evaluation))], log, env,
-                   cwd=self.ws.root)
+        run([*pin, *genesis_command("evaluate", "--pred", str(predictions), "--ref", self.cases()["eval_labels"],
+                                    "--task", self.msd.name, "-o", str(evaluation))])
         seconds["evaluate"] = time.monotonic() - t0
         result = load_evaluation(evaluation)
         curves, _ = curves_for_fold(self.fold_folder(arm, fold))
@@ -323,6 +329,15 @@ class TransferBenchmark:
         }
         write_json_atomic(record, self.unit_file(name))
         return record
+
+
+class UnitsStopped(Exception):
+    """Raised inside a unit's command loop when the benchmark is interrupted."""
+
+
+def _raise_if(stop: threading.Event | None) -> None:
+    if stop is not None and stop.is_set():
+        raise UnitsStopped()
 
 
 def first_nonzero_epochs(pseudo_dice: list[list[float]], n_labels: int) -> list[int | None]:
@@ -358,6 +373,7 @@ def run_units(bench: TransferBenchmark, todo: list[tuple[int, int, str]], folds:
     lock = threading.Lock()
     bar = tqdm(total=len(todo), desc="units", unit="unit", dynamic_ncols=True, disable=None)
     t_start = time.monotonic()
+    stop = threading.Event()
 
     def one(item):
         k, seed, arm = item
@@ -366,21 +382,31 @@ def run_units(bench: TransferBenchmark, todo: list[tuple[int, int, str]], folds:
         try:
             log = bench.ws.logs / "units" / f"{unit_name(k, seed, arm)}.log"
             t0 = time.monotonic()
-            record = bench.run_unit(k, seed, arm, folds[f"K{k}_seed{seed}"], cpus, log)
+            record = bench.run_unit(k, seed, arm, folds[f"K{k}_seed{seed}"], cpus, log, stop)
             return item, record, time.monotonic() - t0
         finally:
             with lock:
                 free.append(cpus)
 
-    with ThreadPoolExecutor(max_workers=len(slots)) as pool:
-        futures = [pool.submit(one, item) for item in todo]
+    pool = ThreadPoolExecutor(max_workers=len(slots))
+    futures = [pool.submit(one, item) for item in todo]
+    try:
         for future in as_completed(futures):
             (k, seed, arm), record, seconds = future.result()
             dice = " / ".join(f"{v['dice']:.3f}" if v["dice"] is not None else "n/a" for v in record["labels"].values())
             bar.update(1)
             tqdm.write(f"  K={k:<3} seed {seed:<3} {arm:<14} Dice {dice}   {format_seconds(seconds)} "
                        f"(elapsed {format_seconds(time.monotonic() - t_start)})")
-    bar.close()
+    except BaseException:
+        # interrupted (Ctrl-C, SIGTERM) or a unit failed: stop the other units' commands too; their
+        # partial outputs are removed when they run again, and no record is written for them
+        stop.set()
+        for f in futures:
+            f.cancel()
+        raise
+    finally:
+        pool.shutdown(wait=True)
+        bar.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -570,7 +596,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _sigterm_as_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
+    import signal
+
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # a kill stops the running commands too
     args = parse_args(argv)
     setting_name = args.setting or ("cpu" if args.device == "cpu" else "full")
     setting = SETTINGS[setting_name]
@@ -638,6 +671,10 @@ def main(argv=None) -> int:
     except GenesisUserError as e:
         print(f"transfer.py: error: {e}", file=sys.stderr)
         return e.exit_code
+    except KeyboardInterrupt:
+        print("transfer.py: interrupted; finished units are kept, re-run the same command to continue.",
+              file=sys.stderr)
+        return 130
     print()
     print(table(results))
     print(f"\nresults: {out / RESULTS_FILE}\nplot:    {out / PLOT_FILE}")
