@@ -85,10 +85,14 @@ class PretrainOptions:
 
     @classmethod
     def from_plans(cls, plans: Mapping[str, Any]) -> "PretrainOptions":
-        """Read the block from a plans dict; absent keys take the defaults."""
+        """Read the block from a plans dict; absent keys take the defaults, except that a block
+        without ``optimizer`` (written before AdamW became the default) keeps nnU-Net's SGD."""
         block = plans.get(PLANS_KEY) or {}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(block) - known)
         if unknown:
             raise ValueError(f"plans['{PLANS_KEY}'] has unknown keys {unknown}; known: {sorted(known)}")
-        return cls(**dict(block))
+        block = dict(block)
+        if block and "optimizer" not in block:  # a run prepared before AdamW was the default continues as it began
+            block.update(optimizer="sgd", learning_rate=1e-2)
+        return cls(**block)

@@ -83,3 +83,14 @@ def test_restoration_warning_needs_a_20_percent_margin(monkeypatch, tmp_path):
     assert warning.startswith("WARNING") and "mean: 0.7400" in warning
     fake(0.50)
     assert cli.restoration_warning(tmp_path / "x.pth") is None
+
+
+def test_options_default_to_adamw_and_old_blocks_keep_sgd():
+    from nnunet_genesis.pretraining.options import PLANS_KEY, PretrainOptions
+
+    assert (PretrainOptions().optimizer, PretrainOptions().learning_rate) == ("adamw", 1e-3)
+    assert PretrainOptions.from_plans({}).optimizer == "adamw"
+    old = PretrainOptions.from_plans({PLANS_KEY: {"epochs": 3}})
+    assert (old.optimizer, old.learning_rate, old.epochs) == ("sgd", 1e-2, 3)
+    with pytest.raises(ValueError, match="optimizer"):
+        PretrainOptions(optimizer="adam")
