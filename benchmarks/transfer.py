@@ -22,7 +22,7 @@
 
 Arms (``--arms``): ``genesis`` (the default fine-tuning start of ``nnUNetTrainerGenesis``),
 ``encoder``, ``scratch`` (random init, same warm-up schedule), ``stock`` (plain nnU-Net schedule),
-and the ablation starts ``aspretrained``, ``resetlastnorm``, ``resetallnorm``, ``reinitlast``,
+and the ablation starts ``aspretrained``, ``resetdecodernorm``, ``resetlastnorm``, ``resetallnorm``, ``reinitlast``,
 ``headwarmup``, ``lowlr``, ``nnunetrecipe`` (see docs/benchmark_transfer.md).
 """
 
@@ -61,6 +61,7 @@ ARMS: dict[str, tuple[str, bool]] = {
     "scratch": ("nnUNetTrainerScratch_demo", False),
     "stock": ("nnUNetTrainerStock_demo", False),
     "aspretrained": ("nnUNetTrainerGenesis_asPretrained_demo", True),
+    "resetdecodernorm": ("nnUNetTrainerGenesis_resetDecoderNorm_demo", True),
     "resetlastnorm": ("nnUNetTrainerGenesis_resetLastNorm_demo", True),
     "resetallnorm": ("nnUNetTrainerGenesis_resetAllNorm_demo", True),
     "reinitlast": ("nnUNetTrainerGenesis_reinitLastStage_demo", True),
@@ -68,7 +69,7 @@ ARMS: dict[str, tuple[str, bool]] = {
     "lowlr": ("nnUNetTrainerGenesis_lowLR_demo", True),
     "nnunetrecipe": ("nnUNetTrainerGenesis_nnUNetRecipe_demo", True),
 }
-DEFAULT_ARMS = ("genesis", "encoder", "scratch", "stock")
+DEFAULT_ARMS = ("genesis", "aspretrained", "scratch", "stock")  # "encoder" is the default start, i.e. "genesis"
 BASELINE = "scratch"
 
 

@@ -48,6 +48,7 @@ from nnunet_genesis.trainers.genesis import (nnUNetTrainerGenesis, nnUNetTrainer
                                              nnUNetTrainerGenesis_encoderOnly, nnUNetTrainerGenesis_headWarmup,
                                              nnUNetTrainerGenesis_lowLR, nnUNetTrainerGenesis_nnUNetRecipe,
                                              nnUNetTrainerGenesis_reinitLastStage, nnUNetTrainerGenesis_resetAllNorm,
+                                             nnUNetTrainerGenesis_resetDecoderNorm,
                                              nnUNetTrainerGenesis_resetLastNorm, nnUNetTrainerScratch)
 
 PLANS_KEY = "genesis_schedule"
@@ -160,6 +161,10 @@ class nnUNetTrainerGenesis_encoderOnly_demo(PlansScheduleMixin, nnUNetTrainerGen
 
 
 class nnUNetTrainerGenesis_asPretrained_demo(PlansScheduleMixin, nnUNetTrainerGenesis_asPretrained):
+    pass
+
+
+class nnUNetTrainerGenesis_resetDecoderNorm_demo(PlansScheduleMixin, nnUNetTrainerGenesis_resetDecoderNorm):
     pass
 
 

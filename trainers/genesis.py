@@ -121,19 +121,20 @@ class nnUNetTrainerGenesis(nnUNetTrainerWarmupPoly):
     """Fine-tunes every transferred layer from the Genesis checkpoint named in the plans.
 
     The start (which weights are kept, which are reset) is set by the class attributes below;
-    each variant further down changes one of them. The default transfers encoder and decoder
-    (as in the papers) and resets the affine parameters of the decoder's normalisation layers
-    to (1, 0): restoration leaves them with small scales and negative shifts, so after the
-    nonlinearity the fresh segmentation head saw nearly constant features and fine-tuning could
-    stay all-background (docs/benchmark_transfer.md, "Fine-tuning starts").
+    each variant further down changes one of them. The default transfers the encoder (with its
+    stem) only; decoder and head start from nnU-Net's random initialisation. The papers'
+    whole-network start (``_asPretrained``), also with the decoder's normalisation reset
+    (``_resetDecoderNorm``), stayed all-background on the hippocampus with K = 5 while the
+    encoder-only start learnt (docs/benchmark_transfer.md, "Fine-tuning starts"); it stays
+    available as named variants until the ablation says otherwise.
 
     Raises ``GenesisUserError`` (training does not start) when the plans name no checkpoint,
     the file is missing, its sha256 differs from the one recorded by ``attach``, or its
     weights cannot be mapped onto this configuration's network.
     """
 
-    include_decoder: bool = True  # False: only the encoder is transferred, the decoder starts random
-    reset_norm_affine: str = "decoder"  # "" (none), "last_stage", "decoder" or "all": norms reset to (1, 0)
+    include_decoder: bool = False  # True: the decoder is transferred too (the papers' way)
+    reset_norm_affine: str = ""  # "" (none), "last_stage", "decoder" or "all": norms reset to (1, 0)
     reinit_last_decoder_stage: bool = False  # the highest-resolution decoder stage starts random
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
@@ -193,38 +194,42 @@ class nnUNetTrainerGenesis(nnUNetTrainerWarmupPoly):
 
 
 class nnUNetTrainerGenesis_encoderOnly(nnUNetTrainerGenesis):
-    """Transfers the encoder only; decoder and head start from nnU-Net's random init."""
+    """Transfers the encoder only (the default start since 2026-12; kept as a name)."""
 
     include_decoder = False
-    reset_norm_affine = ""
 
 
 class nnUNetTrainerGenesis_asPretrained(nnUNetTrainerGenesis):
     """The papers' start: encoder and decoder exactly as restoration left them (no reset)."""
 
-    reset_norm_affine = ""
+    include_decoder = True
 
 
-class nnUNetTrainerGenesis_resetLastNorm(nnUNetTrainerGenesis):
-    """Resets only the last decoder stage's normalisation layers (scale 1, shift 0)."""
+class nnUNetTrainerGenesis_resetDecoderNorm(nnUNetTrainerGenesis_asPretrained):
+    """The whole network, the decoder's normalisation layers reset (scale 1, shift 0)."""
+
+    reset_norm_affine = "decoder"
+
+
+class nnUNetTrainerGenesis_resetLastNorm(nnUNetTrainerGenesis_asPretrained):
+    """The whole network, only the last decoder stage's normalisation layers reset."""
 
     reset_norm_affine = "last_stage"
 
 
-class nnUNetTrainerGenesis_resetAllNorm(nnUNetTrainerGenesis):
-    """Resets every normalisation layer, encoder included (scale 1, shift 0)."""
+class nnUNetTrainerGenesis_resetAllNorm(nnUNetTrainerGenesis_asPretrained):
+    """The whole network, every normalisation layer reset, encoder included."""
 
     reset_norm_affine = "all"
 
 
-class nnUNetTrainerGenesis_reinitLastStage(nnUNetTrainerGenesis):
-    """Transfers the whole network but re-initialises the highest-resolution decoder stage."""
+class nnUNetTrainerGenesis_reinitLastStage(nnUNetTrainerGenesis_asPretrained):
+    """The whole network, the highest-resolution decoder stage re-initialised."""
 
-    reset_norm_affine = ""
     reinit_last_decoder_stage = True
 
 
-class nnUNetTrainerGenesis_headWarmup(nnUNetTrainerGenesis):
+class nnUNetTrainerGenesis_headWarmup(nnUNetTrainerGenesis_asPretrained):
     """Linear probing, then fine-tuning: only the segmentation head trains for the first
     ``head_warmup_share`` of the epochs (at least one), then everything.
 
@@ -244,7 +249,7 @@ class nnUNetTrainerGenesis_headWarmup(nnUNetTrainerGenesis):
         ).attach(self.optimizer)
 
 
-class nnUNetTrainerGenesis_lowLR(nnUNetTrainerGenesis):
+class nnUNetTrainerGenesis_lowLR(nnUNetTrainerGenesis_asPretrained):
     """Transferred layers learn at ``transferred_lr_scale`` (0.1) times the head's learning rate."""
 
     transferred_lr_scale: float = 0.1
@@ -267,8 +272,6 @@ class nnUNetTrainerGenesis_nnUNetRecipe(nnUNetTrainerGenesis):
     """nnU-Net's recipe for pretrained weights: encoder (and stem) only, learning rate 1e-3, a
     long linear warm-up (a fifth of the epochs, whatever ``warmup_epochs`` says)."""
 
-    include_decoder = False
-    reset_norm_affine = ""
     warmup_share = 0.2
 
     def resolved_warmup_epochs(self) -> int:
@@ -351,6 +354,10 @@ class SmokeScheduleMixin:
 
 class nnUNetTrainerGenesis_smoke(SmokeScheduleMixin, nnUNetTrainerGenesis):
     """Smoke schedule starting from the Genesis checkpoint."""
+
+
+class nnUNetTrainerGenesis_asPretrained_smoke(SmokeScheduleMixin, nnUNetTrainerGenesis_asPretrained):
+    """Smoke schedule starting from the whole Genesis network."""
 
 
 class nnUNetTrainerScratch(nnUNetTrainerWarmupPoly):

@@ -66,8 +66,14 @@ def test_no_reset_keeps_everything_and_reinit_changes_only_the_last_stage():
 
 def test_variants_change_one_thing_each():
     base = g.nnUNetTrainerGenesis
-    assert (base.include_decoder, base.reset_norm_affine, base.reinit_last_decoder_stage) == (True, "decoder", False)
-    assert g.nnUNetTrainerGenesis_asPretrained.reset_norm_affine == ""
+    assert (base.include_decoder, base.reset_norm_affine, base.reinit_last_decoder_stage) == (False, "", False)
+    whole = g.nnUNetTrainerGenesis_asPretrained
+    assert (whole.include_decoder, whole.reset_norm_affine) == (True, "")
+    assert g.nnUNetTrainerGenesis_resetDecoderNorm.reset_norm_affine == "decoder"
+    for variant in (g.nnUNetTrainerGenesis_resetDecoderNorm, g.nnUNetTrainerGenesis_resetLastNorm,
+                    g.nnUNetTrainerGenesis_resetAllNorm, g.nnUNetTrainerGenesis_reinitLastStage,
+                    g.nnUNetTrainerGenesis_headWarmup, g.nnUNetTrainerGenesis_lowLR):
+        assert variant.include_decoder, variant.__name__
     assert g.nnUNetTrainerGenesis_resetLastNorm.reset_norm_affine == "last_stage"
     assert g.nnUNetTrainerGenesis_resetAllNorm.reset_norm_affine == "all"
     assert g.nnUNetTrainerGenesis_reinitLastStage.reinit_last_decoder_stage

@@ -9,6 +9,7 @@ from nnunet_genesis.trainers.demo_schedules import (  # noqa: F401
     nnUNetTrainerGenesis_nnUNetRecipe_demo,
     nnUNetTrainerGenesis_reinitLastStage_demo,
     nnUNetTrainerGenesis_resetAllNorm_demo,
+    nnUNetTrainerGenesis_resetDecoderNorm_demo,
     nnUNetTrainerGenesis_resetLastNorm_demo,
     nnUNetTrainerScratch_demo,
     nnUNetTrainerStock_demo,
