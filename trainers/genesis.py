@@ -124,9 +124,9 @@ class nnUNetTrainerGenesis(nnUNetTrainerWarmupPoly):
     each variant further down changes one of them. The default transfers the encoder (with its
     stem) only; decoder and head start from nnU-Net's random initialisation. The papers'
     whole-network start (``_asPretrained``), also with the decoder's normalisation reset
-    (``_resetDecoderNorm``), stayed all-background on the hippocampus with K = 5 while the
-    encoder-only start learnt (docs/benchmark_transfer.md, "Fine-tuning starts"); it stays
-    available as named variants until the ablation says otherwise.
+    (``_resetDecoderNorm``), stayed all-background or left it later than scratch on the
+    hippocampus with K = 5, while the encoder-only start did not (docs/benchmark_transfer.md,
+    "Fine-tuning starts"); they stay available as named variants for the ablation.
 
     Raises ``GenesisUserError`` (training does not start) when the plans name no checkpoint,
     the file is missing, its sha256 differs from the one recorded by ``attach``, or its
