@@ -85,6 +85,11 @@ def adapt_start(network: torch.nn.Module, reset_norm_affine: str, reinit_last_de
     return notes
 
 
+def _head_parameter_ids(network: torch.nn.Module) -> set[int]:
+    """ids of the segmentation head's parameters (never transferred)."""
+    return {id(p) for p in network.decoder.seg_layers.parameters()}
+
+
 def _weight_fingerprint(network: torch.nn.Module) -> torch.Tensor:
     """Per-parameter sums: cheap evidence of whether someone loaded weights into the network."""
     with torch.no_grad():
@@ -241,7 +246,7 @@ class nnUNetTrainerGenesis_headWarmup(nnUNetTrainerGenesis_asPretrained):
     def initialize(self):
         super().initialize()
         net = bare_network(self.network)
-        head = {id(p) for p in net.decoder.seg_layers.parameters()}
+        head = _head_parameter_ids(net)
         self.head_warmup_epochs = max(1, int(round(self.head_warmup_share * self.num_epochs)))
         self.body_freezer = ParameterFreezer(
             [p for p in net.parameters() if id(p) not in head],
@@ -257,7 +262,7 @@ class nnUNetTrainerGenesis_lowLR(nnUNetTrainerGenesis_asPretrained):
     def configure_optimizers(self):
         optimizer, scheduler = super().configure_optimizers()
         net = bare_network(self.network)
-        head = {id(p) for p in net.decoder.seg_layers.parameters()}
+        head = _head_parameter_ids(net)
         group = optimizer.param_groups[0]
         options = {k: v for k, v in group.items() if k != "params"}
         optimizer.param_groups.clear()
