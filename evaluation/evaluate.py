@@ -26,8 +26,8 @@ from nnunet_genesis.evaluation.metrics import (STATUS_BOTH_EMPTY, STATUS_PRED_EM
 from nnunet_genesis.evaluation.msd_tasks import MSDTask, get_task
 from nnunet_genesis.evaluation.outputs import atomic_write_text
 from nnunet_genesis.evaluation.segmentations import (DEFAULT_FILE_ENDING, Geometry,
-                                                     file_ending_from_dataset_json, list_cases,
-                                                     read_label_map)
+                                                     file_ending_from_dataset_json, list_cases)
+from nnunet_genesis.volumes import read_label_map
 
 FORMAT = "nnunet_genesis.evaluation/1"
 METRICS = ("dice", "nsd")
@@ -119,10 +119,19 @@ def match_cases(config: EvaluationConfig) -> list[tuple[str, Path, Path]]:
 
 
 def evaluate_case(case: str, ref_path: Path, pred_path: Path, labels: Sequence[int] | None,
-                  tolerance_mm: float) -> dict:
-    """Scores of every label of one case. Raises GenesisUserError on mismatched geometry."""
+                  tolerance_mm: float, label_set: Sequence[int] | None = None) -> dict:
+    """Scores of every label of one case. Raises GenesisUserError on mismatched geometry and
+    on values outside ``label_set`` (a task's labels: they would otherwise count as background)."""
     ref_image, ref = read_label_map(ref_path)
     pred_image, pred = read_label_map(pred_path)
+    if label_set is not None:
+        for path, array in ((ref_path, ref), (pred_path, pred)):
+            outside = np.setdiff1d(np.unique(array), np.asarray(sorted(label_set)))
+            if outside.size:
+                raise GenesisUserError(
+                    f"{path}: holds label(s) {', '.join(f'{v:g}' for v in outside[:10])} outside the task's "
+                    f"label set {{{', '.join(str(v) for v in sorted(label_set))}}}; they would silently count "
+                    f"as background. Check that the file belongs to this task.")
     ref_geometry, pred_geometry = Geometry.of(ref_image), Geometry.of(pred_image)
     diffs = pred_geometry.differences(ref_geometry)
     if diffs:
@@ -195,7 +204,8 @@ def evaluate_folders(config: EvaluationConfig) -> dict:
     labels = config.resolved_labels()
     task = config.msd_task()
     triples = match_cases(config)
-    jobs = [(case, ref, pred, labels, tolerance) for case, ref, pred in triples]
+    label_set = sorted(task.labels) if task else None
+    jobs = [(case, ref, pred, labels, tolerance, label_set) for case, ref, pred in triples]
     case_results = _run_cases(jobs, max(1, int(config.num_processes)), config.progress)
     if labels is None:
         labels = sorted({int(k) for r in case_results for k in r["labels"]})

@@ -24,8 +24,9 @@ import numpy as np
 from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.evaluation.msd_tasks import MSDTask, get_task
 from nnunet_genesis.evaluation.outputs import temp_path_next_to
-from nnunet_genesis.evaluation.segmentations import (Geometry, error_detail, image_case_name,
-                                                     read_geometry, strip_ending)
+from nnunet_genesis.evaluation.segmentations import (Geometry, image_case_name, read_geometry,
+                                                     strip_ending)
+from nnunet_genesis.volumes import read_label_map
 
 NIFTI = ".nii.gz"
 # Files nnUNetv2_predict writes next to its predictions; they are not predictions.
@@ -100,12 +101,9 @@ def check_prediction(task: MSDTask, image: TestImage, pred_path: Path, out_path:
     import SimpleITK as sitk
 
     try:
-        pred = sitk.ReadImage(str(pred_path))
-    except RuntimeError as e:
-        return f"{pred_path.name} could not be read as NIfTI ({error_detail(e)})"
-    if pred.GetDimension() != 3 or pred.GetNumberOfComponentsPerPixel() != 1:
-        return (f"{pred_path.name} is a {pred.GetDimension()}D image with "
-                f"{pred.GetNumberOfComponentsPerPixel()} component(s) per voxel; expected a 3D label map")
+        pred, array = read_label_map(pred_path)
+    except GenesisUserError as e:
+        return str(e)
     try:
         image_geometry = read_geometry(image.path)
     except GenesisUserError as e:
@@ -114,7 +112,6 @@ def check_prediction(task: MSDTask, image: TestImage, pred_path: Path, out_path:
     if diffs:
         return (f"{pred_path.name} does not match test image {image.path.name} "
                 f"(prediction vs image: {'; '.join(diffs)})")
-    array = sitk.GetArrayFromImage(pred)
     problem = _label_problem(array, task)
     if problem:
         return f"{pred_path.name} {problem}"

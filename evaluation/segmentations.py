@@ -1,4 +1,4 @@
-"""Finding, naming and reading segmentation files; comparing their geometry.
+"""Finding and naming segmentation files; comparing their geometry (reading: ``nnunet_genesis.volumes``).
 
 Shared by ``evaluate`` and ``package-msd``: case names follow nnU-Net (prediction
 ``case.nii.gz`` for image ``case_0000.nii.gz``) and geometry is compared in world terms
@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from nnunet_genesis.errors import GenesisUserError
+from nnunet_genesis.volumes import error_detail
 
 DEFAULT_FILE_ENDING = ".nii.gz"
 # nnU-Net's channel suffix on image files: case_0000.nii.gz, case_0001.nii.gz, ...
@@ -125,37 +126,3 @@ def read_geometry(path: Path) -> Geometry:
     except RuntimeError as e:
         raise GenesisUserError(f"{path}: SimpleITK could not read its header ({error_detail(e)}).") from None
     return Geometry.of(reader)
-
-
-def read_label_map(path: Path):
-    """Read a label map; returns ``(SimpleITK image, numpy array in z, y, x order)``.
-
-    Raises GenesisUserError naming the file if it is unreadable, not a scalar 3D image,
-    or holds non-integer values.
-    """
-    import SimpleITK as sitk
-
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as e:
-        raise GenesisUserError(f"{path}: SimpleITK could not read it ({error_detail(e)}).") from None
-    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-        raise GenesisUserError(
-            f"{path}: is a {image.GetDimension()}D image with {image.GetNumberOfComponentsPerPixel()} "
-            f"component(s) per voxel; a segmentation must be a scalar 3D label map.")
-    array = sitk.GetArrayFromImage(image)
-    if np.issubdtype(array.dtype, np.floating) and not np.array_equal(array, np.round(array)):
-        raise GenesisUserError(
-            f"{path}: holds non-integer values (e.g. {_first_fraction(array):g}); a segmentation "
-            f"must hold integer labels, not probabilities.")
-    return image, array
-
-
-def _first_fraction(array: np.ndarray) -> float:
-    bad = array[array != np.round(array)]
-    return float(bad.flat[0]) if bad.size else float("nan")
-
-
-def error_detail(e: Exception) -> str:
-    lines = [line for line in str(e).strip().splitlines() if line.strip()]
-    return lines[-1].strip() if lines else type(e).__name__

@@ -28,6 +28,7 @@ import torch
 from nnunet_genesis.errors import GenesisUserError
 
 FORMAT_VERSION = 1
+_NUMERIC_KINDS = "biufc"
 _PREFIXES = ("module.", "_orig_mod.")
 
 # Metadata keys every checkpoint written by this package carries (see README, "Checkpoint format").
@@ -173,3 +174,29 @@ def package_versions() -> dict[str, str]:
         except PackageNotFoundError:
             out[name] = "not installed"
     return out
+
+
+def numpy_safe_globals() -> list[tuple[Any, str]]:
+    """For ``torch.serialization.safe_globals``: numpy scalar reconstruction, restricted to numeric
+    dtypes (nnU-Net v1 and v2 training checkpoints hold numpy floats in their loss curves)."""
+    import numpy as np
+
+    def checked_dtype(obj, align=False, copy=False):
+        if not isinstance(obj, str):
+            raise pickle.UnpicklingError(f"numpy dtype from {type(obj).__name__} refused")
+        dt = np.dtype(obj)
+        if dt.kind not in _NUMERIC_KINDS:
+            raise pickle.UnpicklingError(f"numpy dtype {obj!r} refused (numeric dtypes only)")
+        return np.dtype(obj, bool(align), bool(copy))
+
+    def checked_scalar(dtype, data=None):
+        if not isinstance(dtype, np.dtype) or dtype.kind not in _NUMERIC_KINDS \
+                or not isinstance(data, bytes) or len(data) != dtype.itemsize:
+            raise pickle.UnpicklingError("numpy scalar refused (numeric scalars from raw bytes only)")
+        return np.frombuffer(data, dtype=dtype)[0].copy()
+
+    dtype_classes = {type(np.dtype(c)) for c in "?bBhHiIlLqQefdgFDG"}
+    return ([(checked_scalar, "numpy.core.multiarray.scalar"),
+             (checked_scalar, "numpy._core.multiarray.scalar"),
+             (checked_dtype, "numpy.dtype")]
+            + [(cls, f"{cls.__module__}.{cls.__name__}") for cls in dtype_classes])

@@ -15,3 +15,23 @@ class GenesisUserError(Exception):
     def __init__(self, message: str, exit_code: int = 2):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class TrainingRefused(GenesisUserError, SystemExit):
+    """A Genesis trainer refuses to train, inside the stock ``nnUNetv2_train``.
+
+    nnU-Net does not catch its trainers' errors, so an ordinary exception ends in a traceback
+    and exit code 1. As a ``SystemExit`` (code 2) the command ends with the message only.
+    """
+
+    def __init__(self, message: str):
+        GenesisUserError.__init__(self, message)
+        self.code = 2
+
+
+def refuse_training(message: str) -> TrainingRefused:
+    """Print the refusal to stderr (nnU-Net prints nothing for a SystemExit); returns the error."""
+    import sys
+
+    print(f"nnU-Net Genesis: training not started.\n{message}", file=sys.stderr, flush=True)
+    return TrainingRefused(message)

@@ -23,7 +23,8 @@ from typing import Any
 
 import torch
 
-from nnunet_genesis.checkpoint import package_versions, save_checkpoint, sha256_of, strip_prefixes
+from nnunet_genesis.checkpoint import (numpy_safe_globals, package_versions, save_checkpoint, sha256_of,
+                                       strip_prefixes)
 from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.network import build_network, universal_genesis_arch
 
@@ -33,32 +34,6 @@ _LOCAL_RE = re.compile(r"^conv_blocks_localization\.(\d+)\.([01])\.blocks\.(\d+)
 _TU_RE = re.compile(r"^tu\.(\d+)\.(weight|bias)$")
 _SEG_RE = re.compile(r"^seg_outputs\.(\d+)\.(weight|bias)$")
 _V2_LAYER = {"conv": "conv", "instnorm": "norm"}
-_NUMERIC_KINDS = "biufc"
-
-
-def _numpy_safe_globals() -> list[tuple[Any, str]]:
-    """numpy scalar reconstruction, restricted to numeric dtypes (v1 loss curves need it)."""
-    import numpy as np
-
-    def checked_dtype(obj, align=False, copy=False):
-        if not isinstance(obj, str):
-            raise pickle.UnpicklingError(f"numpy dtype from {type(obj).__name__} refused")
-        dt = np.dtype(obj)
-        if dt.kind not in _NUMERIC_KINDS:
-            raise pickle.UnpicklingError(f"numpy dtype {obj!r} refused (numeric dtypes only)")
-        return np.dtype(obj, bool(align), bool(copy))
-
-    def checked_scalar(dtype, data=None):
-        if not isinstance(dtype, np.dtype) or dtype.kind not in _NUMERIC_KINDS \
-                or not isinstance(data, bytes) or len(data) != dtype.itemsize:
-            raise pickle.UnpicklingError("numpy scalar refused (numeric scalars from raw bytes only)")
-        return np.frombuffer(data, dtype=dtype)[0].copy()
-
-    dtype_classes = {type(np.dtype(c)) for c in "?bBhHiIlLqQefdgFDG"}
-    return ([(checked_scalar, "numpy.core.multiarray.scalar"),
-             (checked_scalar, "numpy._core.multiarray.scalar"),
-             (checked_dtype, "numpy.dtype")]
-            + [(cls, f"{cls.__module__}.{cls.__name__}") for cls in dtype_classes])
 
 
 def load_v1_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -67,7 +42,7 @@ def load_v1_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[
     if not path.is_file():
         raise GenesisUserError(f"nnU-Net v1 checkpoint {path} does not exist or is not a file.")
     try:
-        with torch.serialization.safe_globals(_numpy_safe_globals()):
+        with torch.serialization.safe_globals(numpy_safe_globals()):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         detail = next((ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln

@@ -13,6 +13,7 @@ declares only ``background``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -25,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from nnunet_genesis.errors import GenesisUserError
-from nnunet_genesis.volumes import read_volume
+from nnunet_genesis.volumes import read_volume, write_volume
 from nnunet_genesis.pretraining.sources import BadInput, SourceCase
 
 FILE_ENDING = ".nii.gz"
@@ -38,14 +39,7 @@ class ConvertedCase:
     source: SourceCase
     shape: tuple[int, ...]  # numpy axis order (Z, Y, X)
     spacing: tuple[float, ...]
-
-
-def _write_nifti(array: np.ndarray, spacing: tuple[float, ...], path: Path) -> None:
-    import SimpleITK as sitk
-
-    image = sitk.GetImageFromArray(array)
-    image.SetSpacing([float(s) for s in spacing[::-1]])
-    sitk.WriteImage(image, str(path), True)
+    digest: str = ""  # of the voxels and spacing: finds a volume given twice
 
 
 def _convert_case(identifier: str, case: SourceCase, staging: Path) -> ConvertedCase | BadInput:
@@ -59,18 +53,38 @@ def _convert_case(identifier: str, case: SourceCase, staging: Path) -> Converted
             return BadInput(str(channel), text[len(prefix):] if text.startswith(prefix) else text)
         except MemoryError:
             return BadInput(str(channel), "too large to read into memory")
-        if not all(np.isfinite(s) and s > 0 for s in sp):
-            return BadInput(str(channel), f"invalid voxel spacing {sp}")
         if arrays and array.shape != arrays[0].shape:
             return BadInput(str(channel), f"shape {array.shape[1:]} differs from channel 0 "
                                           f"({arrays[0].shape[1:]}) of the same case")
         spacing = spacing or sp
         arrays.append(array)
     for c, array in enumerate(arrays):
-        _write_nifti(array[0], spacing, staging / "imagesTr" / f"{identifier}_{c:04d}{FILE_ENDING}")
-    _write_nifti(np.zeros(arrays[0].shape[1:], dtype=np.uint8), spacing,
+        write_volume(array[0], spacing, staging / "imagesTr" / f"{identifier}_{c:04d}{FILE_ENDING}")
+    write_volume(np.zeros(arrays[0].shape[1:], dtype=np.uint8), spacing,
                  staging / "labelsTr" / f"{identifier}{FILE_ENDING}")
-    return ConvertedCase(identifier, case, tuple(arrays[0].shape[1:]), tuple(spacing))
+    digest = hashlib.blake2b(repr((arrays[0].shape, tuple(spacing))).encode(), digest_size=16)
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array).data)
+    return ConvertedCase(identifier, case, tuple(arrays[0].shape[1:]), tuple(spacing), digest.hexdigest())
+
+
+def _drop_duplicates(converted: list[ConvertedCase], staging: Path) -> tuple[list[ConvertedCase], list[BadInput]]:
+    """Keep the first of volumes with identical voxels: a volume given twice (two folders, a
+    copy under another name) would be two pretraining cases, and one of them could be the
+    validation case, so validation would score a volume trained on."""
+    first: dict[str, ConvertedCase] = {}
+    kept, bad = [], []
+    for case in sorted(converted, key=lambda c: c.identifier):
+        original = first.setdefault(case.digest, case)
+        if original is case:
+            kept.append(case)
+            continue
+        for f in list((staging / "imagesTr").glob(f"{case.identifier}_*")) + [
+                staging / "labelsTr" / f"{case.identifier}{FILE_ENDING}"]:
+            f.unlink(missing_ok=True)
+        bad.append(BadInput(case.source.label, f"holds the same voxels as {original.source.label} (a duplicate; "
+                                               f"it would leak into validation)"))
+    return kept, bad
 
 
 def convert_to_raw_dataset(cases: list[SourceCase], dataset_folder: Path, workers: int = 1) -> tuple[Path, list[ConvertedCase], list[BadInput]]:
@@ -92,6 +106,8 @@ def convert_to_raw_dataset(cases: list[SourceCase], dataset_folder: Path, worker
             results = pool.map(_convert_case, identifiers, cases, [staging] * len(cases))
             for r in tqdm(results, total=len(cases), desc="Reading and checking volumes", unit="vol"):
                 (converted if isinstance(r, ConvertedCase) else bad).append(r)
+        converted, duplicates = _drop_duplicates(converted, staging)
+        bad.extend(duplicates)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -40,7 +40,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from nnunet_genesis.errors import GenesisUserError
+from nnunet_genesis.errors import GenesisUserError, refuse_training
 from nnunet_genesis.seeding import seed_nnunet_process
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
@@ -101,7 +101,10 @@ class PlansScheduleMixin:
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
-        self.short_schedule = ShortSchedule.from_plans(plans, who=f"Trainer {type(self).__name__}")
+        try:
+            self.short_schedule = ShortSchedule.from_plans(plans, who=f"Trainer {type(self).__name__}")
+        except GenesisUserError as e:
+            raise refuse_training(str(e)) from None
         super().__init__(plans, configuration, fold, dataset_json, device)
         s = self.short_schedule
         self.num_epochs = s.epochs

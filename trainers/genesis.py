@@ -20,7 +20,9 @@ and never read the Genesis checkpoint; the predictor only calls the static
 
 from __future__ import annotations
 
+import sys
 from os.path import join
+from typing import Sequence
 
 import torch
 from torch._dynamo import OptimizedModule
@@ -28,8 +30,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunet_genesis.checkpoint import load_checkpoint
-from nnunet_genesis.errors import GenesisUserError
+from nnunet_genesis.checkpoint import load_checkpoint, numpy_safe_globals
+from nnunet_genesis.errors import GenesisUserError, refuse_training
 
 from nnunet_genesis.trainers.freezing import ParameterFreezer
 from nnunet_genesis.trainers.plans_block import GenesisPlansBlock
@@ -96,7 +98,39 @@ def _weight_fingerprint(network: torch.nn.Module) -> torch.Tensor:
         return torch.stack([p.detach().double().sum() for p in network.parameters()]).cpu()
 
 
-class nnUNetTrainerWarmupPoly(nnUNetTrainer):
+def pretrained_weights_requested(argv: Sequence[str]) -> bool:
+    """Whether a command line carries nnUNetv2_train's ``-pretrained_weights`` option."""
+    return any(a == "-pretrained_weights" or a.startswith("-pretrained_weights=") for a in argv)
+
+
+class nnUNetTrainerSafeLoading(nnUNetTrainer):
+    """nnU-Net's trainer that never unpickles code from its own checkpoints (``--c``, ``--val``).
+
+    nnU-Net's ``load_checkpoint`` reads the file with ``torch.load(weights_only=False)``, so a
+    ``checkpoint_latest.pth`` put into the output folder would run its code. The file is
+    first loaded with ``weights_only=True`` (tensors, plain containers and numeric numpy
+    scalars only) and refused if that fails; only then does nnU-Net's own method load it.
+    (Passing the loaded dict instead is not possible: nnU-Net 2.8's ``load_checkpoint``
+    only works with a file name.)
+    """
+
+    def load_checkpoint(self, filename_or_checkpoint):
+        if isinstance(filename_or_checkpoint, str):
+            try:
+                with torch.serialization.safe_globals(numpy_safe_globals()):
+                    torch.load(filename_or_checkpoint, map_location="cpu", weights_only=True)
+            except Exception as e:
+                detail = next((line.strip() for line in str(e).splitlines() if "Unsupported global" in line),
+                              str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+                raise refuse_training(
+                    f"{filename_or_checkpoint}: refused as an nnU-Net training checkpoint. It needs objects "
+                    f"that could run code to unpickle, or it is not a torch file ({detail}); nothing in "
+                    f"it was run. Delete it and train without --c, or restore the checkpoint this "
+                    f"training wrote.") from None
+        super().load_checkpoint(filename_or_checkpoint)
+
+
+class nnUNetTrainerWarmupPoly(nnUNetTrainerSafeLoading):
     """nnU-Net's trainer with a linear learning-rate warm-up before the poly schedule.
 
     The warm-up ramps the learning rate linearly up to ``initial_lr``; then nnU-Net's poly
@@ -145,12 +179,23 @@ class nnUNetTrainerGenesis(nnUNetTrainerWarmupPoly):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         # Checked before nnU-Net creates any output folder: a Genesis trainer needs a checkpoint.
-        self.genesis_block = GenesisPlansBlock.from_plans(plans, who=f"Trainer {type(self).__name__}")
+        try:
+            self.genesis_block = GenesisPlansBlock.from_plans(plans, who=f"Trainer {type(self).__name__}")
+        except GenesisUserError as e:
+            raise refuse_training(str(e)) from None
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.genesis_transfer_report = None
         self._fingerprint_after_init = None
 
     def initialize(self):
+        # nnUNetv2_train's -pretrained_weights is loaded with torch.load(weights_only=False) right
+        # after this method returns: refuse here, before anything in that file can run.
+        if pretrained_weights_requested(sys.argv):
+            raise self._stopping(
+                f"{type(self).__name__} takes its weights from the Genesis checkpoint named in the plans "
+                f"({self.genesis_block.checkpoint}); nnUNetv2_train's -pretrained_weights option would "
+                f"unpickle another file with weights_only=False (its code would run) and overwrite them. "
+                f"Drop -pretrained_weights, or attach other weights with 'nnunet-genesis attach'.")
         super().initialize()
         self._fingerprint_after_init = _weight_fingerprint(bare_network(self.network))
 
@@ -193,9 +238,10 @@ class nnUNetTrainerGenesis(nnUNetTrainerWarmupPoly):
         return report
 
     def _stopping(self, message: str) -> GenesisUserError:
-        """Log why training stops (training log and console); returns the error to raise."""
-        self.print_to_log_file(f"\nnnU-Net Genesis: training not started.\n{message}\n", add_timestamp=False)
-        return GenesisUserError(message)
+        """Log why training stops (training log and stderr); returns the error to raise (exit 2)."""
+        self.print_to_log_file(f"\nnnU-Net Genesis: training not started.\n{message}\n", add_timestamp=False,
+                               also_print_to_console=False)
+        return refuse_training(message)
 
 
 class nnUNetTrainerGenesis_encoderOnly(nnUNetTrainerGenesis):

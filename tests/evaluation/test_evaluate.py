@@ -177,3 +177,38 @@ def test_no_tolerance_is_an_error(hippo_cases, tmp_path):
                "-o", str(tmp_path / "x.json")])
     assert rc == 2
     assert not (tmp_path / "x.json").exists()
+
+
+def _truncated(image: sitk.Image, path: Path) -> str:
+    sitk.WriteImage(image, str(path), useCompression=True)
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) * 6 // 10])  # SimpleITK alone scores the zero-filled rest
+    return "the file is damaged"
+
+
+def _with_value(value):
+    def damage(image: sitk.Image, path: Path) -> str:
+        a = sitk.GetArrayFromImage(image).astype(np.float32)
+        a[a.shape[0] // 2, a.shape[1] // 2, a.shape[2] // 2] = value
+        write_like(a, image, path)
+        return "NaN/Inf" if not np.isfinite(value) else f"label(s) {value:g} outside"
+    return damage
+
+
+@pytest.mark.parametrize("damage", [_truncated, _with_value(np.nan), _with_value(np.inf), _with_value(5),
+                                    _with_value(-1)], ids=["truncated", "nan", "inf", "label5", "label-1"])
+def test_damaged_prediction_is_refused_with_exit_2(damage, hippo_cases, tmp_path, capsys):
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    for f in hippo_cases["files"]:
+        (pred / f.name).symlink_to(f)
+    victim = hippo_cases["files"][2]
+    (pred / victim.name).unlink()
+    needle = damage(sitk.ReadImage(str(victim)), pred / victim.name)
+    out = tmp_path / "out.json"
+    rc = main(["evaluate", "--pred", str(pred), "--ref", str(hippo_cases["ref"]), "--task", "Task04_Hippocampus",
+               "-o", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert needle in err and str(pred / victim.name) in err and "Traceback" not in err
+    assert list(tmp_path.glob("out*")) == [] and [p for p in tmp_path.iterdir() if p.name.startswith(".")] == []

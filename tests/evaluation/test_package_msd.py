@@ -180,9 +180,27 @@ def _break_not_nifti(d: Path, names: list[str]) -> str:
     return "notes.txt"
 
 
+def _break_truncated(d: Path, names: list[str]) -> str:
+    data = (d / names[5]).read_bytes()
+    (d / names[5]).unlink()
+    (d / names[5]).write_bytes(data[:len(data) * 6 // 10])  # SimpleITK alone would zero-fill the rest
+    return f"{names[5]}: the file is damaged"
+
+
+def _break_nan(d: Path, names: list[str]) -> str:
+    def add_nan(im):
+        a = sitk.GetArrayFromImage(im).astype(np.float32)
+        a[0, 0, 0] = np.nan  # ITK's NIfTI reader alone would read it as background
+        out = sitk.GetImageFromArray(a)
+        out.CopyInformation(im)
+        return out
+    _rewrite(d, names[6], add_nan)
+    return f"{names[6]}: contains 1 NaN/Inf"
+
+
 BREAKERS = {"missing case": _break_missing, "extra case": _break_extra, "wrong size": _break_size,
             "wrong spacing": _break_spacing, "label 3": _break_label3, "float labels": _break_float,
-            "non-NIfTI file": _break_not_nifti}
+            "non-NIfTI file": _break_not_nifti, "truncated file": _break_truncated, "NaN voxel": _break_nan}
 
 
 @pytest.mark.parametrize("failure", list(BREAKERS))

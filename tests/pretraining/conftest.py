@@ -51,6 +51,9 @@ def bad_volumes(tmp_path, ct_crops) -> dict[str, Path]:
     nan[5, 5, 5] = np.inf
     _write(nan, root / "nan_voxels.nii.gz")
     (root / "notes.txt").write_text("not an image")
+    intact = ct_crops[1].read_bytes()  # a real CT crop, cut short: SimpleITK alone zero-fills it
+    (root / "truncated_ct.nii.gz").write_bytes(intact[:len(intact) * 6 // 10])
+    (root / "zz_copy_of_crop0.nii.gz").write_bytes(ct_crops[0].read_bytes())  # the same volume twice
     empty = tmp_path / "empty_folder"
     empty.mkdir()
     # an nnU-Net raw dataset whose case has two channels: mixed with the one-channel volumes
@@ -62,7 +65,9 @@ def bad_volumes(tmp_path, ct_crops) -> dict[str, Path]:
         "channel_names": {"0": "CT", "1": "CT"}, "labels": {"background": 0}, "numTraining": 1,
         "file_ending": ".nii.gz"}))
     return {
-        "SimpleITK could not read": root / "corrupt.nii.gz",
+        "not a NIfTI file": root / "corrupt.nii.gz",
+        "truncated": root / "truncated_ct.nii.gz",
+        "duplicate": root / "zz_copy_of_crop0.nii.gz",
         "2D image": root / "slice2d.nii.gz",
         "4D image": root / "series4d.nii.gz",
         "NaN/Inf": root / "nan_voxels.nii.gz",

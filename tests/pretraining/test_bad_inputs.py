@@ -54,7 +54,7 @@ def test_channel_count_check_keeps_the_majority_or_the_plans_count(bad_volumes, 
     assert len(good) == 1 and len(bad) == 3
 
 
-@pytest.mark.parametrize("key", ["SimpleITK could not read", "2D image", "4D image", "NaN/Inf",
+@pytest.mark.parametrize("key", ["not a NIfTI file", "truncated", "duplicate", "2D image", "4D image", "NaN/Inf",
                                  "unknown extension", "empty folder", "mixed channel counts"])
 def test_each_bad_input_stops_before_training_with_exit_2(key, bad_volumes, ct_crops, tmp_path, capsys):
     bad = bad_volumes[key]
@@ -83,7 +83,7 @@ def test_all_bad_inputs_in_one_message_then_skip_bad_continues(bad_volumes, ct_c
     good.mkdir()
     for p in ct_crops[:2]:
         shutil.copy(p, good / p.name)
-    folder = bad_volumes["SimpleITK could not read"].parent  # holds all bad files except the two below
+    folder = bad_volumes["not a NIfTI file"].parent  # holds all bad files except the two below
     sources = ["-i", str(good), str(folder), str(bad_volumes["empty folder"]),
                "-d", str(bad_volumes["mixed channel counts"])]
     out = tmp_path / "out"

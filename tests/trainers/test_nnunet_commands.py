@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 
-from nnunet_genesis.checkpoint import load_checkpoint, save_checkpoint, sha256_of
+from nnunet_genesis.checkpoint import load_checkpoint, numpy_safe_globals, save_checkpoint, sha256_of
 from nnunet_genesis.trainers.attach import attach
 
 pytestmark = pytest.mark.slow
@@ -79,6 +80,11 @@ def test_smoke_train_then_predict_with_stock_commands(cmd_env, make_genesis_chec
     recorded = json.loads((out.parent / "plans.json").read_text())["genesis"]
     assert recorded["sha256"] == sha256_of(ckpt) and recorded["checkpoint"] == str(ckpt.resolve())
 
+    # the trainers' own checkpoints load without code (what --c and --val go through)
+    with torch.serialization.safe_globals(numpy_safe_globals()):
+        saved = torch.load(out / "checkpoint_final.pth", map_location="cpu", weights_only=True)
+    assert saved["trainer_name"] == TRAINER
+
     ckpt.unlink()  # prediction must not need the Genesis checkpoint
     images = Path(cmd_env["nnUNet_raw"]) / "Dataset004_Hippocampus" / "imagesTs"
     pred = tmp_path / "pred"
@@ -122,11 +128,62 @@ def test_bad_checkpoint_stops_nnunetv2_train_before_training(case, expected, cmd
         _tamper(ckpt)
 
     r = _train(plans, cmd_env)
-    assert r.returncode != 0
-    assert "GenesisUserError" in r.stderr and expected in r.stderr and str(ckpt.resolve()) in r.stderr
-    assert "nnU-Net Genesis: training not started." in r.stdout  # the trainer's own console/log line
+    assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
+    assert expected in r.stderr and str(ckpt.resolve()) in r.stderr and "Traceback" not in r.stderr
+    assert "nnU-Net Genesis: training not started." in r.stderr
     out = _output_folder(cmd_env, plans)
     assert not list(out.glob("checkpoint_*.pth"))
     logs = list(out.glob("training_log_*.txt"))
     assert logs and all("Epoch 0" not in log.read_text() for log in logs)
     assert expected in logs[0].read_text()
+
+
+class _RunsCodeWhenUnpickled:
+    """Unpickling it creates a file: evidence that the pickle's code ran."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def _evil_checkpoint(path: Path, marker: Path) -> Path:
+    torch.save({"network_weights": {}, "payload": _RunsCodeWhenUnpickled(marker)}, path)
+    return path
+
+
+def test_pretrained_weights_option_never_unpickles_the_file(cmd_env, make_genesis_checkpoint, tmp_path,
+                                                            monkeypatch):
+    """nnU-Net loads -pretrained_weights with weights_only=False; a Genesis trainer refuses first."""
+    plans = "nnUNetPlans_genesisCmdEvilPretrained"
+    monkeypatch.setenv("nnUNet_preprocessed", cmd_env["nnUNet_preprocessed"])
+    monkeypatch.setenv("nnUNet_raw", cmd_env["nnUNet_raw"])
+    attach("4", make_genesis_checkpoint(tmp_path / "genesis_final.pth"), variant_name=plans)
+    marker = tmp_path / "code_ran"
+    evil = _evil_checkpoint(tmp_path / "evil.pth", marker)
+    r = _run([str(BIN / "nnUNetv2_train"), "4", "3d_fullres", "0", "-tr", TRAINER, "-p", plans, "-device", "cpu",
+              "-pretrained_weights", str(evil)], cmd_env)
+    assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
+    assert not marker.exists()
+    assert "-pretrained_weights" in r.stderr and "Traceback" not in r.stderr
+    assert not list(_output_folder(cmd_env, plans).glob("checkpoint_*.pth"))
+
+
+def test_continue_refuses_a_training_checkpoint_that_needs_code(cmd_env, make_genesis_checkpoint, tmp_path,
+                                                                 monkeypatch):
+    """--c loads checkpoint_latest.pth with nnU-Net's weights_only=False; the trainers check it first."""
+    plans = "nnUNetPlans_genesisCmdEvilContinue"
+    monkeypatch.setenv("nnUNet_preprocessed", cmd_env["nnUNet_preprocessed"])
+    monkeypatch.setenv("nnUNet_raw", cmd_env["nnUNet_raw"])
+    attach("4", make_genesis_checkpoint(tmp_path / "genesis_final.pth"), variant_name=plans)
+    out = _output_folder(cmd_env, plans)
+    out.mkdir(parents=True)
+    marker = tmp_path / "code_ran"
+    _evil_checkpoint(out / "checkpoint_latest.pth", marker)
+    r = _run([str(BIN / "nnUNetv2_train"), "4", "3d_fullres", "0", "-tr", TRAINER, "-p", plans, "-device", "cpu",
+              "--c"], cmd_env)
+    assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
+    assert not marker.exists()
+    assert "checkpoint_latest.pth" in r.stderr and "Traceback" not in r.stderr
+
