@@ -16,6 +16,7 @@ nothing in them may run code.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
 import tempfile
@@ -88,7 +89,7 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
 def save_checkpoint(path: str | os.PathLike, network_weights: Mapping[str, torch.Tensor],
                     metadata: Mapping[str, Any]) -> Path:
     """Save weights and metadata atomically; missing required metadata is a programming error."""
-    meta = dict(metadata)
+    meta = json.loads(json.dumps(dict(metadata)))  # plain JSON values only (what load_checkpoint accepts)
     meta.setdefault("format_version", FORMAT_VERSION)
     missing = [k for k in REQUIRED_METADATA if k not in meta]
     if missing:
@@ -131,13 +132,27 @@ def load_checkpoint(path: str | os.PathLike, require_metadata: bool = True) -> G
         raise GenesisUserError(
             f"Checkpoint {path} is not a Genesis/nnU-Net checkpoint: expected a dict with a "
             f"'network_weights' dict of tensors, found "
-            f"{type(obj).__name__} with keys {sorted(obj)[:8] if isinstance(obj, dict) else '-'}."
+            f"{type(obj).__name__} with keys {sorted(map(str, obj))[:8] if isinstance(obj, dict) else '-'}."
         )
     weights = obj["network_weights"]
-    bad = [k for k, v in weights.items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise GenesisUserError(f"Checkpoint {path}: 'network_weights' entry {bad[0]!r} is not a tensor.")
+    for k, v in weights.items():
+        if not isinstance(k, str):
+            raise GenesisUserError(f"Checkpoint {path}: 'network_weights' has a key of type {type(k).__name__} "
+                                   f"({k!r:.80}); the keys of a state dict are parameter names (strings).")
+        if not isinstance(v, torch.Tensor):
+            raise GenesisUserError(f"Checkpoint {path}: 'network_weights' entry {k!r} is not a tensor.")
+        if v.layout != torch.strided or v.is_quantized:
+            raise GenesisUserError(f"Checkpoint {path}: 'network_weights' entry {k!r} is a {v.layout} "
+                                   f"{'quantized ' if v.is_quantized else ''}tensor; network weights are dense "
+                                   f"tensors.")
     meta = obj.get("genesis")
+    if meta is not None and not isinstance(meta, dict):
+        raise GenesisUserError(f"Checkpoint {path}: its 'genesis' metadata block is a {type(meta).__name__}, "
+                               f"not a dict; the file was not written by nnunet-genesis.")
+    problem = _not_json_like(meta) if meta is not None else None
+    if problem:
+        raise GenesisUserError(f"Checkpoint {path}: its 'genesis' metadata holds {problem}; metadata must be "
+                               f"plain JSON-like values (dicts with string keys, lists, strings, numbers).")
     if require_metadata:
         if not isinstance(meta, dict):
             raise GenesisUserError(
@@ -149,6 +164,29 @@ def load_checkpoint(path: str | os.PathLike, require_metadata: bool = True) -> G
         if missing:
             raise GenesisUserError(f"Checkpoint {path}: the 'genesis' metadata lacks {missing}.")
     return GenesisCheckpoint(strip_prefixes(weights), dict(meta or {}), path)
+
+
+def _not_json_like(value: Any, where: str = "genesis", depth: int = 0) -> str | None:
+    """What in ``value`` is not JSON-like (None if all is), with its location."""
+    if depth > 32:
+        return f"nesting deeper than 32 levels at {where}"
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                return f"a key of type {type(k).__name__} at {where}"
+            problem = _not_json_like(v, f"{where}.{k}", depth + 1)
+            if problem:
+                return problem
+        return None
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            problem = _not_json_like(v, f"{where}[{i}]", depth + 1)
+            if problem:
+                return problem
+        return None
+    return f"a {type(value).__name__} at {where}"
 
 
 def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -280,11 +280,32 @@ def _in_projection_key(net: torch.nn.Module, keys: list[str]) -> str | None:
     return next((k for k in keys if k.startswith("encoder.") and k.endswith(".weight")), None)
 
 
+def _refuse_partial_encoder(entries: list[TensorTransfer], ckpt_name: str, allow_partial: bool) -> str | None:
+    """The encoder must transfer fully (else most of it would silently start random), unless
+    ``allow_partial``; none of it is never enough. Returns the note for an allowed partial one."""
+    report = TransferReport(entries, ckpt_name)
+    share = report.encoder_fraction
+    if share >= 1.0:
+        return None
+    first = next((e for e in entries if e.part == "encoder" and e.status == "skipped"), None)
+    example = f" (e.g. {first.target_key}: {first.reason})" if first else ""
+    if share > 0 and allow_partial:
+        return f"partial transfer allowed: {100 * share:.1f}% of the encoder's parameters{example}"
+    raise GenesisUserError(
+        f"Checkpoint {ckpt_name} would transfer only {100 * share:.1f}% of this network's encoder "
+        f"parameters{example}; the rest would start random while the model claims a Genesis start. "
+        + ("Nothing of the encoder matches: this checkpoint does not belong to this kind of network."
+           if share == 0 else
+           "Pretrain with this dataset's plans (nnunet-genesis pretrain --plans-from ...), or accept a "
+           "partial transfer explicitly with 'nnunet-genesis attach --allow-partial-transfer'."))
+
+
 def transfer_weights(network: torch.nn.Module, checkpoint: GenesisCheckpoint,
-                     include_decoder: bool = True) -> TransferReport:
+                     include_decoder: bool = True, allow_partial: bool = False) -> TransferReport:
     """Copy the checkpoint's weights into ``network`` in place (head excluded) and report.
 
-    Raises GenesisUserError, before anything is copied, when a tensor cannot be mapped.
+    Raises GenesisUserError, before anything is copied, when a tensor cannot be mapped or the
+    encoder would not transfer fully (``allow_partial``: any share above 0 is accepted and noted).
     """
     net = unwrap_network(network)
     target_family = _family_of_network(net)
@@ -356,6 +377,7 @@ def transfer_weights(network: torch.nn.Module, checkpoint: GenesisCheckpoint,
                                       "; ".join(reasons) if reasons else "same shape",
                                       tshape, list(src.shape), part))
 
+    partial_note = _refuse_partial_encoder(entries, ckpt_name, allow_partial)
     with torch.no_grad():
         for dst, value in planned:
             dst.copy_(value.to(device=dst.device, dtype=dst.dtype))
@@ -378,4 +400,6 @@ def transfer_weights(network: torch.nn.Module, checkpoint: GenesisCheckpoint,
     if unused:
         notes.append(f"{len(unused)} checkpoint tensors in matched stages have no counterpart in "
                      f"this network (e.g. {unused[0]})")
+    if partial_note:
+        notes.append(partial_note)
     return TransferReport(entries, ckpt_name, unmatched_source, unmatched_target, notes)

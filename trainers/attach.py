@@ -57,8 +57,8 @@ def three_d_configurations(plans: Mapping[str, Any]) -> list[str]:
             if len(manager.get_configuration(name).patch_size) == 3]
 
 
-def dry_run_transfer(plans: Mapping[str, Any], dataset_json: Mapping[str, Any],
-                     configurations: list[str], checkpoint: GenesisCheckpoint) -> dict[str, dict[str, float]]:
+def dry_run_transfer(plans: Mapping[str, Any], dataset_json: Mapping[str, Any], configurations: list[str],
+                     checkpoint: GenesisCheckpoint, allow_partial: bool = False) -> dict[str, dict[str, float]]:
     """Transfer the checkpoint onto a fresh network of each configuration; return the fractions.
 
     Raises GenesisUserError naming the configuration when the weights cannot be mapped.
@@ -81,7 +81,7 @@ def dry_run_transfer(plans: Mapping[str, Any], dataset_json: Mapping[str, Any],
             determine_num_input_channels(manager, cm, dict(dataset_json)),
             label_manager.num_segmentation_heads, allow_init=True, deep_supervision=True)
         try:
-            report = transfer_weights(network, checkpoint, include_decoder=True)
+            report = transfer_weights(network, checkpoint, include_decoder=True, allow_partial=allow_partial)
         except GenesisUserError as e:
             raise GenesisUserError(
                 f"Checkpoint {checkpoint.path} cannot be transferred onto configuration {name!r} of "
@@ -95,7 +95,7 @@ def dry_run_transfer(plans: Mapping[str, Any], dataset_json: Mapping[str, Any],
 
 def build_variant(source_plans: Mapping[str, Any], variant_name: str, source_name: str,
                   checkpoint_path: Path, sha256: str, metadata: Mapping[str, Any],
-                  transfer_check: Mapping[str, Any] | None) -> dict[str, Any]:
+                  transfer_check: Mapping[str, Any] | None, allow_partial: bool = False) -> dict[str, Any]:
     """The variant dict: the source plans, renamed, with the genesis block (data_identifier kept)."""
     variant = copy.deepcopy(dict(source_plans))
     variant["plans_name"] = variant_name
@@ -107,6 +107,8 @@ def build_variant(source_plans: Mapping[str, Any], variant_name: str, source_nam
         "checkpoint_metadata": {k: metadata[k] for k in _SUMMARY_KEYS if k in metadata},
         "transfer_check": dict(transfer_check) if transfer_check is not None else None,
     }
+    if allow_partial:
+        variant[PLANS_KEY]["allow_partial_transfer"] = True
     return variant
 
 
@@ -143,7 +145,7 @@ def _read_json(path: Path, what: str) -> dict:
 
 def attach(dataset: str, checkpoint: str | os.PathLike, source_plans: str = DEFAULT_SOURCE_PLANS,
            variant_name: str = DEFAULT_VARIANT, configurations: list[str] | None = None,
-           check: bool = True, force: bool = False) -> Path:
+           check: bool = True, force: bool = False, allow_partial: bool = False) -> Path:
     """Write nnUNet_preprocessed/DATASET/<variant_name>.json; returns its path."""
     if variant_name == source_plans:
         raise GenesisUserError(f"The variant name {variant_name!r} equals the source plans name; "
@@ -169,10 +171,10 @@ def attach(dataset: str, checkpoint: str | os.PathLike, source_plans: str = DEFA
     if not configurations:
         raise GenesisUserError(f"Plans {folder / (source_plans + '.json')} have no 3D configuration; "
                                f"Genesis checkpoints are 3D networks.")
-    transfer_check = dry_run_transfer(source, dataset_json, configurations, loaded) if check else None
+    transfer_check = dry_run_transfer(source, dataset_json, configurations, loaded, allow_partial) if check else None
 
     variant = build_variant(source, variant_name, source_plans, ckpt_path, sha256, loaded.metadata,
-                            transfer_check)
+                            transfer_check, allow_partial)
     target = folder / f"{variant_name}.json"
     if target.exists() and not force:
         existing = _read_json(target, "Existing plans variant")
@@ -204,11 +206,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="do not dry-run the weight transfer (only load and hash the checkpoint)")
     parser.add_argument("--force", action="store_true",
                         help="replace an existing, different variant of the same name")
+    parser.add_argument("--allow-partial-transfer", action="store_true",
+                        help="accept a checkpoint that fits only part of the encoder (recorded in the plans; "
+                             "the trainers print the share). By default the encoder must transfer fully")
 
 
 def run(args: argparse.Namespace) -> int:
     target = attach(args.dataset, args.checkpoint, args.plans, args.name, args.configurations,
-                    check=not args.skip_check, force=args.force)
+                    check=not args.skip_check, force=args.force, allow_partial=args.allow_partial_transfer)
     variant = json.loads(target.read_text())
     block = variant[PLANS_KEY]
     print(f"Wrote {target}")

@@ -224,8 +224,8 @@ class nnUNetTrainerGenesis(nnUNetTrainerWarmupPoly):
         try:
             path = self.genesis_block.verified_checkpoint()
             checkpoint = load_checkpoint(path)
-            report = transfer_weights(bare_network(self.network), checkpoint,
-                                      include_decoder=self.include_decoder)
+            report = transfer_weights(bare_network(self.network), checkpoint, include_decoder=self.include_decoder,
+                                      allow_partial=self.genesis_block.allow_partial_transfer)
         except GenesisUserError as e:
             raise self._stopping(str(e)) from None
         changes = adapt_start(bare_network(self.network), self.reset_norm_affine, self.reinit_last_decoder_stage)

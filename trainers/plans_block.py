@@ -36,6 +36,7 @@ class GenesisPlansBlock:
     source_plans: str | None
     plans_name: str
     dataset_name: str = "DATASET"
+    allow_partial_transfer: bool = False  # attach --allow-partial-transfer
 
     @classmethod
     def from_plans(cls, plans: Mapping[str, Any], who: str = "A Genesis trainer") -> "GenesisPlansBlock":
@@ -58,7 +59,7 @@ class GenesisPlansBlock:
                 f"'nnunet-genesis attach'."
             )
         return cls(Path(block["checkpoint"]), block["sha256"], block.get("source_plans"), plans_name,
-                   str(plans.get("dataset_name", "DATASET")))
+                   str(plans.get("dataset_name", "DATASET")), block.get("allow_partial_transfer") is True)
 
     def _reattach_hint(self, checkpoint: str) -> str:
         source = f" -p {self.source_plans}" if self.source_plans else ""

@@ -239,3 +239,58 @@ def test_malicious_checkpoint_is_refused_without_running(tmp_path):
     assert not marker.exists()
     torch.load(bad, weights_only=False)  # the payload is live: loading it unsafely would run it
     assert marker.exists()
+
+
+DEEPER_KWARGS = {  # one stage more than the universal network: its last encoder stage has no partner
+    "n_stages": 7, "features_per_stage": [32, 64, 128, 256, 320, 320, 320],
+    "kernel_sizes": [[3, 3, 3]] * 7, "strides": [[1, 1, 1]] + [[2, 2, 2]] * 4 + [[1, 2, 2], [1, 2, 2]],
+    "n_conv_per_stage": [2] * 7, "n_conv_per_stage_decoder": [2] * 6,
+}
+
+
+def test_partial_encoder_transfer_is_refused_unless_allowed(universal):
+    ckpt, _ = universal
+    target = build_network(plan(**DEEPER_KWARGS))
+    before = snapshot(target)
+    with pytest.raises(GenesisUserError, match="would transfer only") as err:
+        transfer_weights(target, ckpt)
+    assert "--allow-partial-transfer" in str(err.value) and "encoder.stages.6" in str(err.value)
+    assert all(torch.equal(v, before[k]) for k, v in target.state_dict().items())  # nothing copied
+    report = transfer_weights(target, ckpt, allow_partial=True)
+    assert 0 < report.encoder_fraction < 1
+    assert any(n.startswith("partial transfer allowed") for n in report.notes)
+    assert f"{100 * report.encoder_fraction:.1f}%" in report.summary_text()
+
+
+def test_a_checkpoint_that_matches_nothing_never_trains(universal, tmp_path):
+    ckpt, net = universal
+    renamed = {k.replace("encoder.stages.0.", "encoder.stages.0.other_"): v for k, v in net.state_dict().items()}
+    renamed = {k: v for k, v in renamed.items() if not k.startswith("encoder.stages.") or ".other_" in k}
+    path = save_checkpoint(tmp_path / "nothing.pth", renamed, dict(ckpt.metadata))
+    target = build_network(plan(**HIPPOCAMPUS_KWARGS))
+    for allow in (False, True):
+        with pytest.raises(GenesisUserError, match="only 0.0%"):
+            transfer_weights(target, load_checkpoint(path), allow_partial=allow)
+
+
+@pytest.mark.parametrize("damage, needle", [
+    (lambda obj: obj["network_weights"].update({"x.weight": torch.eye(3).to_sparse()}), "sparse"),
+    (lambda obj: obj["network_weights"].update({7: torch.zeros(1)}), "key of type int"),
+    (lambda obj: obj.update({"genesis": ["not", "a", "dict"]}), "is a list"),
+    (lambda obj: obj.update({"genesis": "a string"}), "is a str"),
+    (lambda obj: obj["genesis"].update({"t": torch.zeros(2)}), "a Tensor at genesis.t"),
+    (lambda obj: obj["genesis"].update({"d": {(1, 2): 3}}), "a key of type tuple at genesis.d"),
+    (lambda obj: obj.update({3: "mixed key types"}), None),
+])
+def test_malformed_but_loadable_checkpoints_are_clear_errors(universal, tmp_path, damage, needle):
+    ckpt, net = universal
+    obj = {"network_weights": dict(net.state_dict()), "genesis": dict(ckpt.metadata)}
+    damage(obj)
+    path = tmp_path / "bad.pth"
+    torch.save(obj, path)
+    if needle is None:  # harmless extra top-level keys of another type: still loads
+        assert load_checkpoint(path).network_weights
+        return
+    with pytest.raises(GenesisUserError, match=needle) as err:
+        load_checkpoint(path)
+    assert str(path) in str(err.value)
