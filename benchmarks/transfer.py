@@ -45,7 +45,8 @@ from nnunet_genesis.demo import (check_msd_folder, copy_heldout, corruption_opti
 from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.pipeline import (Step, StepContext, Workspace, command_path, dataset_name_for, format_seconds,
                                      genesis_command, remove, results_folder, run_logged, run_steps,
-                                     write_json_atomic, write_splits)
+                                     write_splits)
+from nnunet_genesis.outputs import save_figure, write_json_atomic
 from nnunet_genesis.trainers.demo_schedules import ShortSchedule, write_schedule_plans
 
 CONFIGURATION = "3d_fullres"
@@ -557,10 +558,7 @@ def plot(results: dict, path: Path) -> None:
         ax.legend(fontsize=8)
     fig.suptitle(f"{results['task']}: label efficiency ({results['setting']} setting)")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path, dpi=110)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from nnunet_genesis.errors import GenesisUserError
-from nnunet_genesis.evaluation.outputs import atomic_write_bytes, atomic_write_text
+from nnunet_genesis.outputs import atomic_write_bytes, atomic_write_text, check_output_dir
 from nnunet_genesis.evaluation.plots import (METRIC_TITLES, plot_differences, plot_scores,
                                              plot_training_curves)
 from nnunet_genesis.evaluation.report import Report
@@ -209,6 +209,7 @@ def run(args: argparse.Namespace) -> int:
     if len(args.results) < 2:
         raise GenesisUserError("compare needs at least two RESULTs: the baseline first, then the run(s) to compare.")
     names = unique_names(args.results, args.names)
+    check_output_dir(args.output, "-o")
     nsd = NSDSettings(ref_dir=args.ref, tolerance_mm=args.nsd_tolerance, task=args.task)
     runs = [load_run(path, name, nsd) for path, name in zip(args.results, names)]
     report = build_report(runs, args.output)

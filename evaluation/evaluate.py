@@ -24,7 +24,7 @@ from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.evaluation.metrics import (STATUS_BOTH_EMPTY, STATUS_PRED_EMPTY, STATUS_REF_EMPTY,
                                                LabelScore, score_label, summarize)
 from nnunet_genesis.evaluation.msd_tasks import MSDTask, get_task
-from nnunet_genesis.evaluation.outputs import atomic_write_text
+from nnunet_genesis.outputs import atomic_write_text, check_output_file
 from nnunet_genesis.evaluation.segmentations import (DEFAULT_FILE_ENDING, Geometry,
                                                      file_ending_from_dataset_json, list_cases)
 from nnunet_genesis.volumes import read_label_map
@@ -255,8 +255,12 @@ def write_evaluation(result: dict, out_json: Path) -> tuple[Path, Path]:
     """Write the JSON and the CSV next to it (same stem), each atomically."""
     out_json = Path(out_json)
     out_csv = out_json.with_suffix(".csv")
-    atomic_write_text(out_json, json.dumps(result, indent=2, allow_nan=False) + "\n")
     atomic_write_text(out_csv, to_csv(result))
+    try:
+        atomic_write_text(out_json, json.dumps(result, indent=2, allow_nan=False) + "\n")
+    except BaseException:
+        out_csv.unlink(missing_ok=True)  # both or neither
+        raise
     return out_json, out_csv
 
 
@@ -270,6 +274,12 @@ def load_evaluation(path: Path) -> dict:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise GenesisUserError(
             f"{path}: is not an 'nnunet-genesis evaluate' result (expected \"format\": \"{FORMAT}\").")
+    cases = data.get("cases")
+    if not isinstance(data.get("labels"), list) or not isinstance(cases, list) or not all(
+            isinstance(c, dict) and isinstance(c.get("case"), str) and isinstance(c.get("labels"), dict)
+            for c in cases):
+        raise GenesisUserError(f"{path}: has the evaluate format but lacks its 'labels' list or a 'cases' list of "
+                               f"{{case, labels}} entries; it was edited or truncated. Run evaluate again.")
     return data
 
 
@@ -302,6 +312,10 @@ def run(args: argparse.Namespace) -> int:
                               only_predicted=args.only_predicted, num_processes=args.num_processes)
     if args.output.suffix.lower() != ".json":
         raise GenesisUserError(f"-o {args.output}: the output must be a .json file (a .csv is written next to it).")
+    check_output_file(args.output, "-o")
+    check_output_file(args.output.with_suffix(".csv"), "-o (its .csv sibling)")
+    if args.num_processes < 1:
+        raise GenesisUserError(f"--num-processes {args.num_processes}: must be 1 or more.")
     result = evaluate_folders(config)
     out_json, out_csv = write_evaluation(result, args.output)
     for label, s in result["summary"].items():

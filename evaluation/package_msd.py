@@ -23,7 +23,7 @@ import numpy as np
 
 from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.evaluation.msd_tasks import MSDTask, get_task
-from nnunet_genesis.evaluation.outputs import temp_path_next_to
+from nnunet_genesis.outputs import check_output_file, temp_path_next_to
 from nnunet_genesis.evaluation.segmentations import (Geometry, image_case_name, read_geometry,
                                                      strip_ending)
 from nnunet_genesis.volumes import read_label_map
@@ -169,11 +169,7 @@ def check_task(sub: TaskSubmission, workdir: Path, problems: list[str], progress
 def build_submission(submissions: list[TaskSubmission], output: Path, force: bool = False,
                      progress: bool = True) -> Path:
     """Check everything, then write the zip; raises GenesisUserError listing every problem."""
-    output = Path(output)
-    if output.is_dir():
-        raise GenesisUserError(f"Output {output} is a folder; give a file name such as submission.zip.")
-    if output.exists() and not force:
-        raise GenesisUserError(f"Output {output} already exists; use --force to overwrite it.")
+    output = check_output_file(output, "-o", overwrite=force)
     names = [s.task.name for s in submissions]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:

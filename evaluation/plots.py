@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import io
 from typing import Sequence
 
 import numpy as np
 
 from nnunet_genesis.evaluation.runs import RunResult
+from nnunet_genesis.outputs import figure_png
 from nnunet_genesis.evaluation.statistics import PairedComparison
 
 METRIC_TITLES = {"dice": "Dice", "nsd": "NSD"}
@@ -23,12 +23,8 @@ def _pyplot():
 
 
 def _png(fig) -> bytes:
-    plt = _pyplot()
-    buf = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig, dpi=110)
 
 
 def plot_scores(runs: Sequence[RunResult], metric: str, labels: Sequence[str],

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nnunet_genesis.errors import GenesisUserError
+
 # nnU-Net's moving average of the pseudo Dice (nnunetv2.training.logging.nnunet_logger).
 _EMA_KEEP = 0.9
 _LOG_LINE = re.compile(r"^(?P<stamp>\d{4}-\d{2}-\d{2} [\d:.]+): (?P<message>.*)$")
@@ -65,35 +67,16 @@ def _ema(values: list[float]) -> list[float]:
     return out
 
 
-def _numpy_safe_globals() -> list:
-    """The globals needed to unpickle numpy scalars, under their NumPy 1 and 2 names."""
-    try:
-        scalar = np._core.multiarray.scalar  # NumPy >= 2
-    except AttributeError:  # pragma: no cover - NumPy 1.x
-        scalar = np.core.multiarray.scalar
-    allowed = [scalar, (scalar, "numpy.core.multiarray.scalar"), (scalar, "numpy._core.multiarray.scalar"),
-               np.dtype]
-    dtypes = getattr(np, "dtypes", None)
-    if dtypes is not None:
-        allowed += [getattr(dtypes, n) for n in ("Float64DType", "Float32DType", "Float16DType",
-                                                 "Int64DType", "Int32DType", "BoolDType") if hasattr(dtypes, n)]
-    return allowed
-
-
 def curves_from_checkpoint(path: Path) -> TrainingCurves | None:
     """Curves from an nnU-Net checkpoint's ``'logging'`` entry, loaded with weights_only=True.
 
     Returns None when the file cannot be loaded safely or has no usable logging entry.
     """
-    import torch
+    from nnunet_genesis.checkpoint import safe_torch_load
 
     try:
-        with torch.serialization.safe_globals(_numpy_safe_globals()):
-            try:
-                checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            except RuntimeError:  # mmap needs the zip format: retry without it
-                checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
+        checkpoint = safe_torch_load(path, "nnU-Net checkpoint")
+    except GenesisUserError:
         return None
     logging = checkpoint.get("logging") if isinstance(checkpoint, dict) else None
     if not isinstance(logging, dict):

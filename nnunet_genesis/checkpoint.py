@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 import pickle
-import tempfile
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -27,6 +27,7 @@ from typing import Any, Mapping
 import torch
 
 from nnunet_genesis.errors import GenesisUserError
+from nnunet_genesis.outputs import temp_path_next_to
 
 FORMAT_VERSION = 1
 _NUMERIC_KINDS = "biufc"
@@ -71,18 +72,12 @@ def strip_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Te
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """Write ``obj`` to a temp file in the same folder, then rename: never a half-written file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = temp_path_next_to(path)
     try:
         torch.save(obj, tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual file mode
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -98,36 +93,69 @@ def save_checkpoint(path: str | os.PathLike, network_weights: Mapping[str, torch
     return Path(path)
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_FORBIDDEN_GLOBAL = re.compile(r"(?:Unsupported global: GLOBAL|Unsupported class|global) ([A-Za-z_][\w.]*)")
+
+
+def safe_torch_load(path: str | os.PathLike, what: str = "Checkpoint", map_location="cpu") -> Any:
+    """``torch.load(weights_only=True)`` (numeric numpy scalars allowed) with a clear error.
+
+    The one place where an untrusted torch file is read: a file that is missing, empty, not
+    a torch file, truncated, or that needs code to unpickle (the forbidden global is named)
+    is a GenesisUserError naming ``what`` and the path; nothing in the file runs.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise GenesisUserError(f"{what} {path} does not exist or is not a file.")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        raise GenesisUserError(f"{what} {path} is empty (0 bytes); the file is truncated.")
+    if head.startswith(b"PK"):
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(path) as archive:
+                archive.infolist()
+        except (zipfile.BadZipFile, OSError):
+            raise GenesisUserError(f"{what} {path} is a damaged torch file: its zip archive is incomplete (the "
+                                   f"file is truncated). Copy it again.") from None
+    elif head[:1] != b"\x80":  # neither torch's zip format nor the legacy pickle format
+        raise GenesisUserError(f"{what} {path} is not a torch file (it starts neither like torch.save's zip "
+                               f"archive nor like a pickle).")
+    try:
+        with torch.serialization.safe_globals(numpy_safe_globals()):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        text = _ANSI.sub("", str(e))
+        found = _FORBIDDEN_GLOBAL.search(text)
+        if "weights only load failed" in text.lower() and found:
+            raise GenesisUserError(
+                f"{what} {path} was refused: it holds the global {found.group(1)}, which could run code "
+                f"when unpickled; untrusted files are read with weights_only=True (tensors, plain "
+                f"containers and numbers only), so nothing in it ran. Re-save it as a plain dict of "
+                f"tensors and JSON-like metadata, or convert official weights with 'nnunet-genesis "
+                f"import-v1'.") from None
+        raise GenesisUserError(f"{what} {path} could not be read: the pickle inside is damaged or not a "
+                               f"torch checkpoint ({_first_line(text)}).") from None
+    except (EOFError, RuntimeError, OSError, ValueError) as e:
+        raise GenesisUserError(f"{what} {path} could not be read: the file is damaged or truncated "
+                               f"({_first_line(_ANSI.sub('', str(e)))}).") from None
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[0][:200] if lines else "no detail"
+
+
 def load_checkpoint(path: str | os.PathLike, require_metadata: bool = True) -> GenesisCheckpoint:
-    """Load a checkpoint safely (``weights_only=True``) and check its structure.
+    """Load a checkpoint safely (``safe_torch_load``) and check its structure.
 
     Raises GenesisUserError naming the file for: missing file, a pickle that needs code to
     load (refused, nothing in it runs), a file that is not a checkpoint, or missing metadata.
     """
     path = Path(path)
-    if not path.is_file():
-        raise GenesisUserError(f"Checkpoint {path} does not exist or is not a file.")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if "weights only load failed" not in str(e).lower():
-            raise GenesisUserError(
-                f"Checkpoint {path} could not be read as a PyTorch file ({str(e).strip()[:200]}). "
-                f"It may be truncated or not a checkpoint at all."
-            ) from None
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise GenesisUserError(
-            f"Checkpoint {path} was refused: it contains objects that need arbitrary code to "
-            f"unpickle, and checkpoints are loaded with torch.load(weights_only=True) so that "
-            f"nothing in an untrusted file runs. ({first}) Re-save it as a plain dict of tensors "
-            f"and JSON-like metadata, or convert official weights with 'nnunet-genesis import-v1'."
-        ) from None
-    except Exception as e:  # truncated, not a torch file, ...
-        raise GenesisUserError(
-            f"Checkpoint {path} could not be read as a PyTorch file ({type(e).__name__}: "
-            f"{str(e).strip().splitlines()[0] if str(e).strip() else 'no detail'}). "
-            f"It may be truncated or not a checkpoint at all."
-        ) from None
+    obj = safe_torch_load(path, "Checkpoint")
     if not isinstance(obj, dict) or not isinstance(obj.get("network_weights"), dict):
         raise GenesisUserError(
             f"Checkpoint {path} is not a Genesis/nnU-Net checkpoint: expected a dict with a "

@@ -28,7 +28,8 @@ import numpy as np
 from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.pipeline import (Step, StepContext, Workspace, command_path, dataset_name_for,
                                      format_seconds, genesis_command, remove, results_folder,
-                                     run_steps, write_json_atomic, write_splits)
+                                     run_steps, write_splits)
+from nnunet_genesis.outputs import write_json_atomic
 
 CONFIG_FILE = "demo_config.json"
 LOCK_FILE = ".demo.lock"
@@ -702,8 +703,9 @@ def settings_from_args(args: argparse.Namespace) -> DemoSettings:
         width=args.width if args.width is not None else (0.5 if device == "cpu" else 1.0),
         corruption=args.corruption, transfer=args.transfer,
         da_workers=args.da_workers if args.da_workers is not None else (0 if device == "cpu" else None))
-    if args.quick:
-        values.update(QUICK)
+    if args.quick:  # the smoke sizes, except where an option was given explicitly
+        defaults = DemoSettings()
+        values.update({k: v for k, v in QUICK.items() if values[k] == getattr(defaults, k)})
     if args.msd_task is not None:
         folder = args.msd_task.expanduser().resolve()
         check_msd_folder(folder)

@@ -16,16 +16,16 @@ unpickle is refused and nothing in the file runs.
 from __future__ import annotations
 
 import argparse
-import pickle
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from nnunet_genesis.checkpoint import (numpy_safe_globals, package_versions, save_checkpoint, sha256_of,
+from nnunet_genesis.checkpoint import (package_versions, safe_torch_load, save_checkpoint, sha256_of,
                                        strip_prefixes)
 from nnunet_genesis.errors import GenesisUserError
+from nnunet_genesis.outputs import check_output_file
 from nnunet_genesis.network import build_network, universal_genesis_arch
 
 _CONTEXT_RE = re.compile(r"^conv_blocks_context\.(\d+)\.blocks\.(\d+)\.(conv|instnorm)\.(weight|bias)$")
@@ -39,26 +39,7 @@ _V2_LAYER = {"conv": "conv", "instnorm": "norm"}
 def load_v1_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The ``state_dict`` of an nnU-Net v1 checkpoint, loaded safely, plus harmless extras."""
     path = Path(path)
-    if not path.is_file():
-        raise GenesisUserError(f"nnU-Net v1 checkpoint {path} does not exist or is not a file.")
-    try:
-        with torch.serialization.safe_globals(numpy_safe_globals()):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        detail = next((ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln
-                       or "refused" in ln), type(e).__name__)
-        raise GenesisUserError(
-            f"nnU-Net v1 checkpoint {path} was refused: unpickling it needs objects that could "
-            f"run arbitrary code, and official weights are loaded with "
-            f"torch.load(weights_only=True) (only tensors, plain containers and numeric numpy "
-            f"scalars are allowed), so nothing in the file was run. ({detail})"
-        ) from None
-    except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "no detail"
-        raise GenesisUserError(
-            f"nnU-Net v1 checkpoint {path} could not be read as a PyTorch file "
-            f"({type(e).__name__}: {first}); it may be truncated or not a checkpoint."
-        ) from None
+    obj = safe_torch_load(path, "nnU-Net v1 checkpoint")
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         state = obj["state_dict"]
         extras = {"v1_epoch": obj["epoch"]} if isinstance(obj.get("epoch"), int) else {}
@@ -70,9 +51,10 @@ def load_v1_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[
             f"{path} is not an nnU-Net v1 checkpoint: expected a dict with a 'state_dict' "
             f"entry, found {type(obj).__name__} with keys {keys}."
         )
-    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    bad = [k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
-        raise GenesisUserError(f"{path}: 'state_dict' entry {bad[0]!r} is not a tensor.")
+        raise GenesisUserError(f"{path}: 'state_dict' entry {bad[0]!r} is not a tensor under a parameter name "
+                               f"(key {type(bad[0]).__name__}, value {type(state[bad[0]]).__name__}).")
     return strip_prefixes(state), extras
 
 
@@ -163,8 +145,7 @@ def convert_v1_state_dict(state: dict[str, torch.Tensor], name: str = "the v1 ch
 def convert_v1_checkpoint(v1_path: str | Path, out_path: str | Path, force: bool = False) -> Path:
     """Convert an official v1 checkpoint file into a Genesis checkpoint at ``out_path``."""
     v1_path, out_path = Path(v1_path), Path(out_path)
-    if out_path.exists() and not force:
-        raise GenesisUserError(f"{out_path} already exists; pass --force to overwrite it.")
+    check_output_file(out_path, "OUT", overwrite=force)
     state, extras = load_v1_state_dict(v1_path)
     weights, arch = convert_v1_state_dict(state, str(v1_path))
     metadata = dict(arch)

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from nnunet_genesis.errors import GenesisUserError
+from nnunet_genesis.outputs import check_output_file, save_figure
 
 # (row title, GenesisConfig overrides): each corruption alone (probability 1), then all.
 _NONE = dict(flip_rate=0.0, local_rate=0.0, nonlinear_rate=0.0, paint_rate=0.0)
@@ -103,26 +102,14 @@ def render(image: np.ndarray, spacing: tuple[float, ...], channel: int, seed: in
                 ax.set_ylabel(name, fontsize=9)
     fig.suptitle(title, fontsize=9, wrap=True)
     fig.tight_layout(rect=(0, 0, 1, 0.975))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".preview-", suffix=".png", dir=output.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=100, format="png")
-        os.replace(tmp, output)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    finally:
-        plt.close(fig)
+    save_figure(fig, output)
 
 
 def run(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if output.suffix.lower() != ".png":
         raise GenesisUserError(f"{output}: the preview is a PNG image; give an output name ending in .png.")
-    if output.exists() and output.is_dir():
-        raise GenesisUserError(f"{output}: is a folder; give the PNG file name to write.")
+    check_output_file(output, "-o")
     if any(c < 1 for c in args.crop):
         raise GenesisUserError(f"--crop {' '.join(map(str, args.crop))}: crop sizes must be positive.")
     image, spacing = load_channels(args.volumes)

@@ -24,15 +24,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 from nnunet_genesis.checkpoint import GenesisCheckpoint
 from nnunet_genesis.errors import GenesisUserError
+from nnunet_genesis.outputs import atomic_write_text
 
 HEAD_PREFIX = "decoder.seg_layers."
 _FAMILIES = ("PlainConvUNet", "ResidualEncoderUNet")
@@ -148,17 +147,7 @@ class TransferReport:
 
     def save_json(self, path: str | os.PathLike) -> None:
         """Write to_dict() as JSON via a temp file and rename (never half-written)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.to_dict(), f, indent=2)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2))
 
 
 def _numel(shape: list[int] | None) -> int:

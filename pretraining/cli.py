@@ -6,12 +6,15 @@ See docs/pretraining.md for the full description.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
+import shutil
 from pathlib import Path
 
 from nnunet_genesis.errors import GenesisUserError
+from nnunet_genesis.outputs import check_output_dir, write_json_atomic
 from nnunet_genesis.transforms import GenesisConfig
 from nnunet_genesis.transforms.config import PRESETS
 
@@ -155,6 +158,26 @@ def _genesis_config(args) -> GenesisConfig:
         raise GenesisUserError(f"Genesis corruption options: {e}") from None
 
 
+@contextlib.contextmanager
+def removed_on_failure(out: Path):
+    """What a failed preparation created under (or as) ``out`` is removed: nothing is left that
+    could neither be resumed nor re-run. What was there before stays."""
+    created = [p for p in [out, *out.parents] if not p.exists()]
+    existed = set(out.iterdir()) if out.is_dir() else set()
+    try:
+        yield
+    except BaseException:
+        if created:
+            shutil.rmtree(created[-1], ignore_errors=True)  # the highest folder this run created
+        else:
+            for p in set(out.iterdir()) - existed:
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
+        raise
+
+
 def _positive(name: str, value) -> None:
     if value is not None and value < 1:
         raise GenesisUserError(f"{name} {value}: must be at least 1.")
@@ -175,9 +198,14 @@ def run(args) -> int:
         raise GenesisUserError(f"--lr {args.lr}: must be a positive learning rate below 10.")
     if not 0 < args.val_fraction < 1:
         raise GenesisUserError(f"--val-fraction {args.val_fraction}: must be between 0 and 1.")
+    if args.seed < 0:
+        raise GenesisUserError(f"--seed {args.seed}: must be 0 or more (numpy and torch seeds are non-negative).")
+    if args.batch_size is not None and args.batch_size < args.num_gpus:
+        raise GenesisUserError(f"--num-gpus {args.num_gpus} needs a global batch size of at least {args.num_gpus}; "
+                               f"--batch-size is {args.batch_size}.")
     device = _device(args.device)
     _check_processes(device, args.num_gpus)
-    out: Path = args.out.resolve()
+    out: Path = check_output_dir(args.out.resolve(), "-o")
     state_file = out / STATE_FILE
     extra_env = {"nnUNet_n_proc_DA": str(args.workers)} if args.workers is not None else {}
 
@@ -188,13 +216,16 @@ def run(args) -> int:
         if args.inputs or args.datasets or args.plans_from:
             print(f"--resume: continuing the run recorded in {state_file}; the given sources/plans are not re-read.")
         state = RunState.load(out)
-        if args.epochs is not None:  # extending (or shortening) a run is allowed on resume
+        # corrections that are safe mid-run: a longer or shorter schedule, another batch size
+        if args.epochs is not None or args.batch_size is not None:
             plans_file = state.nnunet_folders.preprocessed / state.dataset_name / f"{state.plans_identifier}.json"
             plans = json.loads(plans_file.read_text())
-            plans[PLANS_KEY]["epochs"] = args.epochs
-            tmp = plans_file.with_name(plans_file.name + ".tmp")
-            tmp.write_text(json.dumps(plans, indent=2))
-            os.replace(tmp, plans_file)
+            if args.epochs is not None:
+                plans[PLANS_KEY]["epochs"] = args.epochs
+            if args.batch_size is not None:
+                plans["configurations"][state.configuration]["batch_size"] = args.batch_size
+            write_json_atomic(plans, plans_file)
+        _check_batch(state, args.num_gpus)
     else:
         if state_file.exists():
             raise GenesisUserError(f"{out} already holds a pretraining run ({STATE_FILE}); continue it with "
@@ -217,8 +248,9 @@ def run(args) -> int:
             modality=args.modality, skip_bad=args.skip_bad,
             workers=args.workers if args.workers else min(4, os.cpu_count() or 1),
             dataset_id=args.dataset_id, val_fraction=args.val_fraction, options=options)
-        state = prepare_run(request)
-    _check_batch(state, args.num_gpus)
+        with removed_on_failure(out):
+            state = prepare_run(request)
+            _check_batch(state, args.num_gpus)
     if args.prepare_only:
         print(_prepared_message(state, out))
         return 0

@@ -24,6 +24,8 @@ from typing import Sequence
 
 import torch
 
+from nnunet_genesis.errors import GenesisUserError
+from nnunet_genesis.outputs import write_json_atomic
 from nnunet_genesis.pretraining.folders import NnunetFolders, nnunet_environment
 
 STATE_FILE = "pretrain_state.json"
@@ -40,14 +42,32 @@ class RunState:
     folders: dict[str, str]
 
     def save(self, out: Path) -> None:
-        path = Path(out) / STATE_FILE
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        os.replace(tmp, path)
+        write_json_atomic(asdict(self), Path(out) / STATE_FILE)
 
     @classmethod
     def load(cls, out: Path) -> "RunState":
-        return cls(**json.loads((Path(out) / STATE_FILE).read_text()))
+        """The state of a prepared run; a damaged state file is a GenesisUserError."""
+        path = Path(out) / STATE_FILE
+        hint = (f"It is not a run this version prepared or it was damaged; start a new run into another -o "
+                f"folder (or delete {out}).")
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise GenesisUserError(f"{path}: cannot be read ({e}). {hint}") from None
+        types = {"dataset_name": str, "plans_identifier": str, "configuration": str, "fold": int, "folders": dict}
+        bad = [k for k, t in types.items() if not isinstance(data.get(k) if isinstance(data, dict) else None, t)]
+        if bad:
+            raise GenesisUserError(f"{path}: lacks valid {', '.join(bad)}. {hint}")
+        state = cls(**{k: data[k] for k in types})
+        try:
+            plans = state.nnunet_folders.preprocessed / state.dataset_name / f"{state.plans_identifier}.json"
+        except (KeyError, TypeError):
+            raise GenesisUserError(f"{path}: its 'folders' entry lacks the nnU-Net folders. {hint}") from None
+        if not plans.is_file():
+            raise GenesisUserError(f"{path}: the prepared dataset it names is gone ({plans} does not exist), so "
+                                   f"the run cannot be resumed. Start a new run into another -o folder (or "
+                                   f"delete {out}).")
+        return state
 
     @property
     def nnunet_folders(self) -> NnunetFolders:

@@ -2,29 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-
-def _save(fig, path: Path) -> None:
-    """Write the figure through a temp file, so a reader never sees a half-written PNG."""
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=100)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+from nnunet_genesis.outputs import save_figure
 
 
 def plot_loss_curve(train: Sequence[float], val: Sequence[float], path: Path) -> None:
@@ -50,7 +33,7 @@ def _loss_figure(plt, train, val, path: Path) -> None:
     ax.legend()
     ax.set_title("Models Genesis restoration loss")
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_restorations(original: np.ndarray, corrupted: np.ndarray, restored: np.ndarray,
@@ -85,4 +68,4 @@ def _restoration_figure(plt, original, corrupted, restored, path: Path, title: s
                 ax.set_title(name)
     fig.suptitle(title)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.pretraining import plans as plans_lib
 from nnunet_genesis.pretraining.folders import NnunetFolders, choose_dataset_name, nnunet_environment
@@ -147,6 +149,26 @@ def _prepare(request: PrepareRequest, out: Path, folders: NnunetFolders) -> RunS
         raise
 
 
+# A resampled volume above this many voxels (4 GiB as float32) is an absurd spacing, not data.
+MAX_RESAMPLED_VOXELS = 2 ** 30
+
+
+def check_resampled_sizes(converted, target_spacing) -> None:
+    """Refuse, before nnU-Net resamples anything, volumes whose spacing would resample them to
+    less than one voxel along an axis or to an absurd size (a 16^3 volume at 100 mm made
+    nnU-Net allocate 15 GiB; 1e-6 mm ended in a 'zero-size array')."""
+    problems = []
+    for c in converted:
+        size = np.asarray(c.shape, float) * np.asarray(c.spacing, float) / np.asarray(target_spacing, float)
+        if np.any(size < 1) or np.prod(size) > MAX_RESAMPLED_VOXELS:
+            problems.append(f"{c.source.label}: {tuple(c.shape)} voxels at spacing {tuple(c.spacing)} mm would be "
+                            f"resampled to {tuple(int(round(s)) for s in size)} voxels at {tuple(target_spacing)} mm")
+    if problems:
+        raise GenesisUserError(
+            f"{len(problems)} volume(s) have a voxel spacing that does not fit the target spacing (check their "
+            f"headers, or choose --spacing):\n" + "\n".join(f"  - {p}" for p in problems))
+
+
 def _plan_and_preprocess(request: PrepareRequest, out: Path, folders: NnunetFolders, dataset_name: str,
                          converted, channel_names, plans_from, raw_folder: Path, pre: Path) -> RunState:
     pre.mkdir(parents=True, exist_ok=True)
@@ -161,6 +183,7 @@ def _plan_and_preprocess(request: PrepareRequest, out: Path, folders: NnunetFold
         plans = plans_lib.universal_plans(dataset_name, channel_names, shapes, spacings, request.patch_size,
                                           request.spacing, request.batch_size)
         plans_identifier, configuration = plans_lib.UNIVERSAL_PLANS, plans_lib.CONFIGURATION
+    check_resampled_sizes(converted, plans["configurations"][configuration]["spacing"])
     options = request.options
     options.plans_from = plans_from or {}
     options.export_folder = str(out)

@@ -162,11 +162,17 @@ def scan_raw_dataset(name_or_path: str) -> ScanResult:
         meta = json.loads((folder / "dataset.json").read_text())
     except (OSError, ValueError) as e:
         raise GenesisUserError(f"{folder / 'dataset.json'}: cannot be read as JSON ({e}).") from None
+    if not isinstance(meta, dict):
+        raise GenesisUserError(f"{folder / 'dataset.json'}: holds a JSON {type(meta).__name__}, not an object "
+                               f"(nnU-Net v2 format: channel_names, labels, numTraining, file_ending).")
     channels = meta.get("channel_names") or meta.get("modality")
     ending = meta.get("file_ending")
     if not isinstance(channels, dict) or not channels or not isinstance(ending, str):
         raise GenesisUserError(
             f"{folder / 'dataset.json'}: needs 'channel_names' and 'file_ending' (nnU-Net v2 format).")
+    if sorted(channels, key=lambda k: (len(k), k)) != [str(i) for i in range(len(channels))]:
+        raise GenesisUserError(f"{folder / 'dataset.json'}: the keys of channel_names must be the channel numbers "
+                               f"\"0\", \"1\", ... (found {sorted(channels)}).")
     names = tuple(str(channels[k]) for k in sorted(channels, key=int))
     result = ScanResult()
     pattern = re.compile(r"^(.+)_(\d{4})" + re.escape(ending) + "$")
@@ -174,7 +180,12 @@ def scan_raw_dataset(name_or_path: str) -> ScanResult:
     if isinstance(explicit, dict):  # images listed in dataset.json instead of the folder layout
         origin = f"-d {folder.name} (dataset.json)"
         for key in sorted(explicit):
-            images = [Path(os.path.expandvars(i)) for i in explicit[key].get("images", [])]
+            entry = explicit[key]
+            if not isinstance(entry, dict) or not isinstance(entry.get("images", []), list) or not all(
+                    isinstance(i, str) for i in entry.get("images", [])):
+                raise GenesisUserError(f"{folder / 'dataset.json'}: its 'dataset' entry {key!r} must be an object "
+                                       f"with an 'images' list of file names.")
+            images = [Path(os.path.expandvars(i)) for i in entry.get("images", [])]
             images = [i if i.is_absolute() else folder / i for i in images]
             result.extend(_group_checked({key: {str(c): img for c, img in enumerate(images)}}, names, origin))
     sub_folders = ("imagesTs",) if isinstance(explicit, dict) else ("imagesTr", "imagesTs")

@@ -35,7 +35,6 @@ Run settings come from ``plans["genesis_pretraining"]`` (see ``options.py``), so
 from __future__ import annotations
 
 import os
-import pickle
 from pathlib import Path
 from time import perf_counter, time
 from typing import List, Union
@@ -59,7 +58,7 @@ from nnunetv2.utilities.helpers import dummy_context
 
 from batchgeneratorsv2.transforms.base.basic_transform import BasicTransform
 
-from nnunet_genesis.checkpoint import save_checkpoint
+from nnunet_genesis.checkpoint import safe_torch_load, save_checkpoint
 from nnunet_genesis.seeding import seed_nnunet_process
 from nnunet_genesis.transforms import GenesisCorruptionTransform, corrupt_batch
 from nnunet_genesis.pretraining.metadata import pretraining_metadata, read_sources
@@ -462,11 +461,7 @@ class nnUNetTrainerGenesisPretrain(nnUNetTrainer):
             self.initialize()
         checkpoint = filename_or_checkpoint
         if not isinstance(checkpoint, dict):
-            try:
-                checkpoint = torch.load(filename_or_checkpoint, map_location=self.device, weights_only=True)
-            except pickle.UnpicklingError as e:
-                raise RuntimeError(f"{filename_or_checkpoint}: refused to resume from it, it needs arbitrary "
-                                   f"code to unpickle ({str(e).splitlines()[0]}).") from None
+            checkpoint = safe_torch_load(filename_or_checkpoint, "Pretraining checkpoint", map_location=self.device)
         weights = {k[7:] if k.startswith("module.") else k: v for k, v in checkpoint["network_weights"].items()}
         self.my_init_kwargs = checkpoint["init_args"]
         self.current_epoch = checkpoint["current_epoch"]

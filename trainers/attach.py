@@ -14,13 +14,13 @@ import argparse
 import copy
 import json
 import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
 from nnunet_genesis.checkpoint import GenesisCheckpoint, load_checkpoint, sha256_of
 from nnunet_genesis.errors import GenesisUserError
+from nnunet_genesis.outputs import atomic_write_text
 from nnunet_genesis.trainers.plans_block import PLANS_KEY
 
 DEFAULT_SOURCE_PLANS = "nnUNetPlans"
@@ -40,7 +40,9 @@ def resolve_dataset_folder(dataset: str) -> Path:
     try:
         name = maybe_convert_to_dataset_name(dataset)
     except (RuntimeError, ValueError, AssertionError) as e:
-        raise GenesisUserError(f"Dataset {dataset!r} was not found: {str(e).splitlines()[0]}") from None
+        raise GenesisUserError(
+            f"Dataset {dataset!r} was not found in nnUNet_raw={os.environ.get('nnUNet_raw', '(not set)')} or "
+            f"nnUNet_preprocessed={os.environ['nnUNet_preprocessed']} ({str(e).splitlines()[0]})") from None
     folder = Path(os.environ["nnUNet_preprocessed"]) / name
     if not folder.is_dir():
         raise GenesisUserError(f"{folder} does not exist: plan and preprocess dataset {name} first "
@@ -122,18 +124,6 @@ def _same_variant(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     return strip(a) == strip(b)
 
 
-def write_json_atomic(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=4, sort_keys=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _read_json(path: Path, what: str) -> dict:
     if not path.is_file():
         raise GenesisUserError(f"{what} {path} does not exist.")
@@ -185,7 +175,7 @@ def attach(dataset: str, checkpoint: str | os.PathLike, source_plans: str = DEFA
                 f"{old.get('checkpoint', 'none')}); models trained with it would no longer say which "
                 f"weights they started from. Use another -n, or --force to replace it."
             )
-    write_json_atomic(variant, target)
+    atomic_write_text(target, json.dumps(variant, indent=4))
     return target
 
 

@@ -30,7 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunet_genesis.checkpoint import load_checkpoint, numpy_safe_globals
+from nnunet_genesis.checkpoint import load_checkpoint, safe_torch_load
 from nnunet_genesis.errors import GenesisUserError, refuse_training
 
 from nnunet_genesis.trainers.freezing import ParameterFreezer
@@ -117,16 +117,10 @@ class nnUNetTrainerSafeLoading(nnUNetTrainer):
     def load_checkpoint(self, filename_or_checkpoint):
         if isinstance(filename_or_checkpoint, str):
             try:
-                with torch.serialization.safe_globals(numpy_safe_globals()):
-                    torch.load(filename_or_checkpoint, map_location="cpu", weights_only=True)
-            except Exception as e:
-                detail = next((line.strip() for line in str(e).splitlines() if "Unsupported global" in line),
-                              str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
-                raise refuse_training(
-                    f"{filename_or_checkpoint}: refused as an nnU-Net training checkpoint. It needs objects "
-                    f"that could run code to unpickle, or it is not a torch file ({detail}); nothing in "
-                    f"it was run. Delete it and train without --c, or restore the checkpoint this "
-                    f"training wrote.") from None
+                safe_torch_load(filename_or_checkpoint, "nnU-Net training checkpoint")
+            except GenesisUserError as e:
+                raise refuse_training(f"{e} Delete it and train without --c, or restore the checkpoint this "
+                                      f"training wrote.") from None
         super().load_checkpoint(filename_or_checkpoint)
 
 
