@@ -15,6 +15,8 @@ import shlex
 from pathlib import Path
 from typing import Mapping
 
+from nnunet_genesis.errors import GenesisUserError
+
 EXT_TRAINER_VAR = "nnUNet_extTrainer"
 NNUNET_FOLDERS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 SHELLS = ("sh", "fish", "powershell", "cmd")
@@ -42,25 +44,42 @@ def environment_for_nnunet(base: Mapping[str, str] | None = None) -> dict[str, s
     return env
 
 
+_CMD_SPECIAL = set('&|<>^%"!()')
+
+
 def format_assignment(name: str, value: str, shell: str = "sh") -> str:
-    if shell == "sh":
+    """One assignment that sets ``name`` to exactly ``value`` in ``shell`` and runs nothing else,
+    whatever the value holds (quotes, newlines, ``$``, ``&``, ``;``)."""
+    if shell == "sh":  # POSIX single quotes: bash, zsh, dash
         return f"export {name}={shlex.quote(value)}"
-    if shell == "fish":
-        return f"set -gx {name} {shlex.quote(value)}"
-    if shell == "powershell":
+    if shell == "fish":  # fish single quotes: only \\ and \' are escapes
+        return f"set -gx {name} '" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if shell == "powershell":  # single quotes: only a doubled quote is special
         return f"$env:{name} = '{value.replace(chr(39), chr(39) * 2)}'"
     if shell == "cmd":
-        return f"set {name}={value}"
+        bad = sorted({c for c in value if c in _CMD_SPECIAL or not c.isprintable()})
+        if bad:
+            raise GenesisUserError(f"{name} holds {' '.join(repr(c) for c in bad)}, which cmd.exe cannot take "
+                                   f"safely in a 'set' line; use --shell powershell, or set it by hand.")
+        return f'set "{name}={value}"'
     raise ValueError(f"unknown shell {shell!r}; choose from {SHELLS}")
 
 
-def folder_status(name: str, env: Mapping[str, str]) -> str:
+def _comment_safe(value: str, shell: str) -> str:
+    """A value shown in a comment line: control characters escaped (a newline would end the
+    comment and run the rest), and for cmd its special characters replaced."""
+    out = "".join(c if c.isprintable() else repr(c)[1:-1] for c in value)
+    return "".join("?" if c in _CMD_SPECIAL else c for c in out) if shell == "cmd" else out
+
+
+def folder_status(name: str, env: Mapping[str, str], shell: str = "sh") -> str:
     value = env.get(name)
     if not value:
         return f"{name} is not set: nnU-Net needs it (see nnU-Net's documentation/setting_up_paths.md)"
+    shown = _comment_safe(value, shell)
     if not Path(value).is_dir():
-        return f"{name}={value} (folder does not exist yet)"
-    return f"{name}={value}"
+        return f"{name}={shown} (folder does not exist yet)"
+    return f"{name}={shown}"
 
 
 def environment_lines(shell: str = "sh", env: Mapping[str, str] | None = None) -> list[str]:
@@ -68,7 +87,7 @@ def environment_lines(shell: str = "sh", env: Mapping[str, str] | None = None) -
     env = os.environ if env is None else env
     comment = "REM" if shell == "cmd" else "#"
     lines = [format_assignment(EXT_TRAINER_VAR, ext_trainer_value(env.get(EXT_TRAINER_VAR)), shell)]
-    lines += [f"{comment} {folder_status(name, env)}" for name in NNUNET_FOLDERS]
+    lines += [f"{comment} {folder_status(name, env, shell)}" for name in NNUNET_FOLDERS]
     return lines
 
 

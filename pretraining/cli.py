@@ -178,6 +178,14 @@ def removed_on_failure(out: Path):
         raise
 
 
+def _remove_stale_temps(*folders: Path) -> None:
+    """Temp files a kill left while a checkpoint was written (``.NAME.*.tmp``, ``NAME.tmp``)."""
+    for folder in folders:
+        if folder.is_dir():
+            for stale in [*folder.glob(".*.tmp"), *folder.glob("*.pth.tmp")]:
+                stale.unlink(missing_ok=True)
+
+
 def _positive(name: str, value) -> None:
     if value is not None and value < 1:
         raise GenesisUserError(f"{name} {value}: must be at least 1.")
@@ -216,6 +224,7 @@ def run(args) -> int:
         if args.inputs or args.datasets or args.plans_from:
             print(f"--resume: continuing the run recorded in {state_file}; the given sources/plans are not re-read.")
         state = RunState.load(out)
+        _remove_stale_temps(out, state.output_folder())
         # corrections that are safe mid-run: a longer or shorter schedule, another batch size
         if args.epochs is not None or args.batch_size is not None:
             plans_file = state.nnunet_folders.preprocessed / state.dataset_name / f"{state.plans_identifier}.json"

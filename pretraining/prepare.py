@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,9 @@ import numpy as np
 
 from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.pretraining import plans as plans_lib
-from nnunet_genesis.pretraining.folders import NnunetFolders, choose_dataset_name, nnunet_environment
+from nnunet_genesis.outputs import write_json_atomic
+from nnunet_genesis.pretraining.folders import (DATASET_SUFFIX, NnunetFolders, choose_dataset_name,
+                                                nnunet_environment)
 from nnunet_genesis.pretraining.launch import RunState
 from nnunet_genesis.pretraining.options import PLANS_KEY, PretrainOptions
 from nnunet_genesis.pretraining.raw_dataset import (SOURCES_FILE, convert_to_raw_dataset, publish,
@@ -31,6 +34,34 @@ from nnunet_genesis.pretraining.sources import (BadInput, ScanResult, check_chan
                                                 scan_input, scan_raw_dataset)
 
 FOLD = 0
+# Names the dataset a preparation is creating, until its state file exists: a killed preparation
+# leaves it, and the next run into the same OUT removes that dataset's folders first.
+CLAIM_FILE = "pretrain_preparing.json"
+
+
+def remove_interrupted_preparation(out: Path) -> None:
+    """Remove what a preparation killed before it finished (``kill -9`` during conversion or
+    nnU-Net's preprocessing) left: its raw, preprocessed and results dataset folders and the
+    staging folder, all named by the claim file."""
+    claim_file = out / CLAIM_FILE
+    if not claim_file.is_file():
+        return
+    try:
+        claim = json.loads(claim_file.read_text())
+        name, folders = claim["dataset_name"], NnunetFolders.from_dict(claim["folders"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise GenesisUserError(f"{claim_file}: a killed preparation left this file, but it cannot be read; "
+                               f"delete it (and any {out / 'nnunet_work'}) and run again.") from None
+    if not re.fullmatch(r"Dataset\d{3}_" + DATASET_SUFFIX, str(name)):
+        raise GenesisUserError(f"{claim_file}: names {name!r}, not a pretraining dataset; delete the file.")
+    removed = []
+    for base in (folders.raw, folders.preprocessed, folders.results):
+        for leftover in [base / name, *base.glob(f".{name}.*.staging")]:
+            if leftover.exists():
+                shutil.rmtree(leftover)
+                removed.append(str(leftover))
+    claim_file.unlink()
+    print(f"Removed what an interrupted preparation in {out} left: " + (", ".join(removed) or "nothing but its claim"))
 
 
 @dataclass
@@ -114,7 +145,10 @@ def _prepare(request: PrepareRequest, out: Path, folders: NnunetFolders) -> RunS
     cases, channel_bad = check_channel_counts(scan.cases, len(target_names) if target_names else None)
     bad = scan.bad + channel_bad
 
+    remove_interrupted_preparation(out)
     dataset_name = choose_dataset_name(folders, request.dataset_id)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic({"dataset_name": dataset_name, "folders": folders.to_dict()}, out / CLAIM_FILE)
     folders.make()
     raw_folder = folders.raw / dataset_name
     staging, converted, read_bad = convert_to_raw_dataset(cases, raw_folder, workers=request.workers)
@@ -199,6 +233,6 @@ def _plan_and_preprocess(request: PrepareRequest, out: Path, folders: NnunetFold
           f"({plans_identifier}, {configuration}) ...")
     plans_lib.run_preprocessing(dataset_name, plans_identifier, configuration, request.workers)
     state = RunState(dataset_name, plans_identifier, configuration, FOLD, folders.to_dict())
-    out.mkdir(parents=True, exist_ok=True)
     state.save(out)
+    (out / CLAIM_FILE).unlink(missing_ok=True)
     return state

@@ -10,6 +10,7 @@ tests/trainers/test_nnunet_commands.py (bad checkpoints, -pretrained_weights, --
 from __future__ import annotations
 
 import gzip
+import os
 import json
 import shutil
 import struct
@@ -821,3 +822,21 @@ def test_fault(name, world, tmp_path, capsys, monkeypatch):
     assert _tree(work) == before, "files were left behind or changed"
     assert _tree(world.root) == world_before
     assert not list(work.rglob("ran")), "a pickle's code ran"
+
+
+def test_outputs_follow_the_users_umask(world, tmp_path):
+    """Outputs used to be created 0600 (mkstemp's mode) whatever the umask."""
+    old = os.umask(0o027)
+    try:
+        assert main(["evaluate", "--pred", str(world.pred), "--ref", str(world.ref), "--task", TASK,
+                     "-o", str(tmp_path / "e.json")]) == 0
+        assert main(["compare", str(world.evaluation), str(tmp_path / "e.json"), "-o", str(tmp_path / "report")]) == 0
+        assert main(["package-msd", "--task", TASK, "--pred", str(world.test_pred), "--images", str(world.images),
+                     "-o", str(tmp_path / "s.zip")]) == 0
+        assert main(["preview", str(world.ct), "-o", str(tmp_path / "p.png"), "--crop", "16", "32", "32"]) == 0
+    finally:
+        os.umask(old)
+    files = [tmp_path / n for n in ("e.json", "e.csv", "s.zip", "p.png")] + sorted((tmp_path / "report").iterdir())
+    assert len(files) > 5
+    for f in files:
+        assert (f.stat().st_mode & 0o777) == 0o640, f

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from nnunet_genesis import environment as envmod
+from nnunet_genesis.errors import GenesisUserError
 
 
 def test_ext_dir_holds_only_the_thin_modules():
@@ -41,7 +45,7 @@ def test_value_is_idempotent_and_other_shells():
     assert envmod.ext_trainer_value(once) == once
     assert envmod.format_assignment("X", "a b", "fish") == "set -gx X 'a b'"
     assert envmod.format_assignment("X", "it's", "powershell") == "$env:X = 'it''s'"
-    assert envmod.format_assignment("X", "C:\\t", "cmd") == "set X=C:\\t"
+    assert envmod.format_assignment("X", "C:\\t", "cmd") == 'set "X=C:\\t"'
     assert envmod.environment_lines("cmd", {})[1].startswith("REM ")
 
 
@@ -55,3 +59,32 @@ def test_nnunet_finds_the_trainers_through_the_variable(monkeypatch):
         cls = recursive_find_trainer_class_by_name(name)
         assert cls is getattr(genesis, name)  # the installed class, not a copy
     assert "nnunet_genesis_trainers" not in sys.modules  # nnU-Net dropped the thin module again
+
+
+HOSTILE = ["/data/$(touch PWNED)", "/data/`touch PWNED`", "/data/'; touch PWNED; '", "/data\ntouch PWNED",
+           "/data/\\'; touch PWNED #", "/data & touch PWNED", "/data/$HOME"]
+
+
+@pytest.mark.parametrize("shell_cmd", [["sh", "-c"], ["bash", "-c"], ["dash", "-c"]])
+def test_eval_of_env_output_runs_nothing_whatever_the_folders_hold(shell_cmd, tmp_path):
+    """A newline in nnUNet_raw used to end the comment line and run the rest under eval."""
+    if shutil.which(shell_cmd[0]) is None:
+        pytest.skip(f"{shell_cmd[0]} is not installed")
+    for value in HOSTILE:
+        env = {"nnUNet_raw": value, "nnUNet_preprocessed": value, "nnUNet_results": value,
+               "nnUNet_extTrainer": value}
+        script = "\n".join(envmod.environment_lines("sh", env)) + '\nprintf %s "$nnUNet_extTrainer"'
+        r = subprocess.run([*shell_cmd, script], cwd=tmp_path, capture_output=True, text=True)
+        assert r.returncode == 0, (value, r.stderr)
+        assert not (tmp_path / "PWNED").exists(), value
+        assert r.stdout.split(os.pathsep)[-1] == value  # the exact value, nothing evaluated
+
+
+def test_every_shell_gets_one_line_per_assignment_and_cmd_refuses_what_it_cannot_quote():
+    for shell in ("sh", "fish", "powershell", "cmd"):
+        lines = envmod.environment_lines(shell, {"nnUNet_raw": "/a\nb", "nnUNet_extTrainer": "/x"})
+        assert len(lines) == 4 and all("\n" not in line for line in lines[1:])
+    assert envmod.format_assignment("X", "a\\b'c", "fish") == "set -gx X 'a\\\\b\\'c'"
+    for bad in ("a & b", "50%", 'say "hi"', "a\nb"):
+        with pytest.raises(GenesisUserError, match="cmd.exe"):
+            envmod.format_assignment("X", bad, "cmd")

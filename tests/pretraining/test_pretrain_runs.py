@@ -154,11 +154,52 @@ def test_killed_run_resumes_at_the_epoch_it_reached(hippocampus_preprocessed, tm
     assert 1 <= load_checkpoint(out / "genesis_latest.pth").metadata["epochs_done"] <= reached
     assert not (out / "genesis_final.pth").exists()
 
+    # what a kill while a checkpoint is written leaves (the writers' temp names), for --resume to clear
+    fold = latest.parent
+    for stale in (out / ".genesis_final.pth.k1ll3d.tmp", out / ".genesis_latest.pth.k1ll3d.tmp",
+                  fold / "checkpoint_latest.pth.tmp"):
+        stale.write_bytes(b"half a checkpoint")
     assert main(["pretrain", "-o", str(out), "--resume", "--device", "cpu", "--workers", "0"]) == 0
     assert f"Resuming Genesis pretraining at epoch {reached} (of {epochs})" in capsys.readouterr().out
+    assert not [p for p in [*out.rglob("*.tmp"), *fold.rglob("*.tmp")]], "temp files left after --resume"
     meta = load_checkpoint(out / "genesis_final.pth").metadata
     assert meta["epochs_done"] == epochs and len(meta["train_losses"]) == epochs == len(meta["val_losses"])
     assert not (out / "genesis_latest.pth").exists()
+
+
+def test_kill_during_preprocessing_then_a_rerun_leaves_no_orphan_dataset(hippocampus_preprocessed, tmp_path,
+                                                                         monkeypatch, capsys):
+    env = {**os.environ, **_hippo_env(monkeypatch, hippocampus_preprocessed)}
+    out = tmp_path / "out"
+    before = {base: sorted(p.name for p in Path(env[base]).iterdir())
+              for base in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+    cmd = [sys.executable, "-m", "nnunet_genesis.cli", *_hippo_args(out, "--prepare-only")]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    pre = Path(env["nnUNet_preprocessed"])
+    deadline = time.monotonic() + 300
+    try:
+        while not any(p.name.endswith("_GenesisPretrain") and p.name not in before["nnUNet_preprocessed"]
+                      for p in pre.iterdir()):
+            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "preprocessing did not start within 300 s"
+            time.sleep(0.02)
+        assert not (out / "pretrain_state.json").exists()  # killed while preparing, not after
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    orphans = [p for base in before for p in Path(env[base]).iterdir()
+               if p.name.endswith("_GenesisPretrain") and p.name not in before[base]]
+    assert orphans  # the kill left a half-made dataset, as it would for a user
+
+    assert main(_hippo_args(out, "--prepare-only")) == 0
+    assert "Removed what an interrupted preparation" in capsys.readouterr().out
+    state = json.loads((out / "pretrain_state.json").read_text())
+    after = {base: sorted(p.name for p in Path(env[base]).iterdir()) for base in before}
+    for base, names in after.items():
+        extra = set(names) - set(before[base])
+        assert extra <= {state["dataset_name"]}, (base, extra)  # only the finished run's own dataset
+    assert not list(out.rglob("*.tmp")) and not (out / "pretrain_preparing.json").exists()
 
 
 def test_ddp_with_two_cpu_processes_on_gloo(hippocampus_preprocessed, tmp_path, monkeypatch):
