@@ -23,7 +23,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from nnunet_genesis.checkpoint import save_checkpoint
+from nnunet_genesis.checkpoint import load_checkpoint, save_checkpoint
 from nnunet_genesis.cli import main
 from nnunet_genesis.network import build_network, universal_genesis_arch
 
@@ -103,7 +103,7 @@ def world(tmp_path_factory, ct_dir, hippocampus_dir, hippocampus_preprocessed) -
     shutil.copy(ct, raw / "imagesTr" / "case_0000.nii.gz")
     (raw / "dataset.json").write_text(json.dumps({
         "channel_names": {"0": "CT"}, "labels": {"background": 0}, "numTraining": 1, "file_ending": ".nii.gz"}))
-    return World(root, ct, ckpt, dict(net.state_dict()), meta, ref, pred, hippocampus_dir / "imagesTs", test_pred,
+    return World(root, ct, ckpt, dict(net.state_dict()), dict(load_checkpoint(ckpt).metadata), ref, pred, hippocampus_dir / "imagesTs", test_pred,
                  evaluation, raw, hippocampus_preprocessed)
 
 
@@ -259,6 +259,7 @@ def _ckpt_cases(command: str, argv: Callable[[Path, Path], list[str]]):
         ("tuple-key-in-metadata", lambda w, t: ckpt_with(w, t / "c.pth", lambda o: o["genesis"].update(
             d={(1, 2): 3})), "key of type tuple"),
         ("list-not-dict", lambda w, t: torch_file(t / "c.pth", [1, 2, 3]), "not a Genesis/nnU-Net checkpoint"),
+        ("bare-tensor", lambda w, t: torch_file(t / "c.pth", torch.zeros(3)), "not a Genesis/nnU-Net checkpoint"),
         ("mixed-key-types", lambda w, t: torch_file(t / "c.pth", {1: 2, "a": 3}), "not a Genesis/nnU-Net checkpoint"),
     ]
     for name, make, needle in variants:
@@ -295,6 +296,8 @@ _attach_case("runs-code", lambda w, t: torch_file(t / "e.pth", {"network_weights
 _attach_case("other-network", lambda w, t: w.ckpt, "cannot be transferred")
 _attach_case("no-metadata", lambda w, t: ckpt_with(w, t / "c.pth", lambda o: o.pop("genesis")),
              "no 'genesis' metadata")
+_attach_case("first-conv-weight-1d", lambda w, t: ckpt_with(w, t / "c.pth", lambda o: o["network_weights"].update(
+    {"encoder.stages.0.0.convs.0.conv.weight": torch.zeros(4)})), "different ranks")
 _attach_case("genesis-list", lambda w, t: ckpt_with(w, t / "c.pth", lambda o: o.update(genesis=[1])), "is a list")
 
 

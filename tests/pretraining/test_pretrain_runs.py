@@ -202,6 +202,32 @@ def test_kill_during_preprocessing_then_a_rerun_leaves_no_orphan_dataset(hippoca
     assert not list(out.rglob("*.tmp")) and not (out / "pretrain_preparing.json").exists()
 
 
+class _RunsCode:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def test_resume_refuses_a_checkpoint_that_needs_code(hippocampus_preprocessed, tmp_path, monkeypatch, capsys):
+    _hippo_env(monkeypatch, hippocampus_preprocessed)
+    out = tmp_path / "out"
+    assert main(_hippo_args(out, "--prepare-only")) == 0
+    state = json.loads((out / "pretrain_state.json").read_text())
+    from nnunet_genesis.pretraining.launch import RunState
+
+    fold = RunState.load(out).output_folder()
+    fold.mkdir(parents=True, exist_ok=True)
+    marker = tmp_path / "code_ran"
+    torch.save({"network_weights": {}, "x": _RunsCode(marker)}, fold / "checkpoint_latest.pth")
+    capsys.readouterr()
+    assert main(["pretrain", "-o", str(out), "--resume", "--device", "cpu", "--workers", "0"]) == 2
+    err = capsys.readouterr().err
+    assert not marker.exists() and "holds the global" in err and "checkpoint_latest.pth" in err
+    assert state["dataset_name"] in str(fold)
+
+
 def test_ddp_with_two_cpu_processes_on_gloo(hippocampus_preprocessed, tmp_path, monkeypatch):
     _hippo_env(monkeypatch, hippocampus_preprocessed)
     out = tmp_path / "out"
