@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from nnunet_genesis.errors import GenesisUserError, refuse_training
+from nnunet_genesis.outputs import atomic_write_text
 from nnunet_genesis.seeding import seed_nnunet_process
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
@@ -251,7 +252,5 @@ def write_schedule_plans(preprocessed_dataset: str | os.PathLike, variant_name: 
     text = json.dumps(plans, indent=4)
     if target.is_file() and target.read_text() == text:
         return target
-    tmp = folder / f".{target.name}.{os.getpid()}.tmp"
-    tmp.write_text(text)
-    os.replace(tmp, target)
+    atomic_write_text(target, text)
     return target

@@ -742,6 +742,21 @@ def _(w, t):
     return Case(_pretrain(t, extra=("--resume",)), ("pretrain_state.json",), env=_no_nnunet_env())
 
 
+@case("pretrain/resume-after-the-dataset-was-deleted")
+def _(w, t):
+    a_file(t / "run" / "pretrain_state.json", json.dumps({
+        "dataset_name": "Dataset999_GenesisPretrain", "plans_identifier": "genesisPretrainPlans",
+        "configuration": "3d_fullres", "fold": 0,
+        "folders": {n: str(t / "gone" / n) for n in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}}))
+    return Case(_pretrain(t, extra=("--resume",)), ("is gone",), env=_no_nnunet_env())
+
+
+@case("pretrain/two-processes-batch-one")
+def _(w, t):
+    return Case(_pretrain(t, "-i", str(w.ct), extra=("--num-gpus", "2", "--batch-size", "1")), ("--num-gpus 2",),
+                env=_no_nnunet_env())
+
+
 @case("pretrain/plans-from-unknown")
 def _(w, t):
     return Case(_pretrain(t, "-i", str(w.ct), extra=("--plans-from", "Dataset998_Nope")), ("Dataset998_Nope",),
