@@ -6,7 +6,7 @@ For each real volume of the shared data (the largest CT, the lung NRRD at 512x51
 DICOM series, the liver CT and a hippocampus image), both readers run ``--repeat`` times side
 by side in one process (alternating, after one warm-up read each, so the file is in the page
 cache for both) and the medians are printed with their ratio. The verification streams the
-file once more (decompressing gzip), so the ratio is at most about 2 for compressed files;
+file once more (decompressing gzip), so a compressed file costs about twice a plain read or a little more;
 the figures belong in docs/reliability.md.
 """
 
