@@ -75,7 +75,7 @@ def curves_from_checkpoint(path: Path) -> TrainingCurves | None:
     from nnunet_genesis.checkpoint import safe_torch_load
 
     try:
-        checkpoint = safe_torch_load(path, "nnU-Net checkpoint")
+        checkpoint = safe_torch_load(path, "nnU-Net checkpoint", mmap=True)  # only 'logging' is read
     except GenesisUserError:
         return None
     logging = checkpoint.get("logging") if isinstance(checkpoint, dict) else None

@@ -97,12 +97,13 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _FORBIDDEN_GLOBAL = re.compile(r"(?:Unsupported global: GLOBAL|Unsupported class|global) ([A-Za-z_][\w.]*)")
 
 
-def safe_torch_load(path: str | os.PathLike, what: str = "Checkpoint", map_location="cpu") -> Any:
+def safe_torch_load(path: str | os.PathLike, what: str = "Checkpoint", map_location="cpu", mmap: bool = False) -> Any:
     """``torch.load(weights_only=True)`` (numeric numpy scalars allowed) with a clear error.
 
     The one place where an untrusted torch file is read: a file that is missing, empty, not
     a torch file, truncated, or that needs code to unpickle (the forbidden global is named)
-    is a GenesisUserError naming ``what`` and the path; nothing in the file runs.
+    is a GenesisUserError naming ``what`` and the path; nothing in the file runs. ``mmap``: map
+    tensors from a zip-format file instead of reading them (for callers that need little of it).
     """
     path = Path(path)
     if not path.is_file():
@@ -125,7 +126,8 @@ def safe_torch_load(path: str | os.PathLike, what: str = "Checkpoint", map_locat
                                f"archive nor like a pickle).")
     try:
         with torch.serialization.safe_globals(numpy_safe_globals()):
-            return torch.load(path, map_location=map_location, weights_only=True)
+            return torch.load(path, map_location=map_location, weights_only=True,
+                              mmap=mmap and head.startswith(b"PK"))
     except pickle.UnpicklingError as e:
         text = _ANSI.sub("", str(e))
         found = _FORBIDDEN_GLOBAL.search(text)

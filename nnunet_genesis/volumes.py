@@ -226,10 +226,6 @@ def _verify_nrrd(path: Path) -> None:
             raise GenesisUserError(f"{path}: its data file {target} is missing.")
     else:
         target, skip_bytes = path, offset
-    float_dtype = np.dtype({"float": "f4", "double": "f8"}[fields["type"].lower()]) if fields["type"].lower() in (
-        "float", "double") else None
-    if float_dtype is not None and fields.get("endian", "little").lower() == "big":
-        float_dtype = float_dtype.newbyteorder(">")
     count = _PayloadCount(None)  # NaN survives SimpleITK's NRRD reader: checked on the array
     with open(target, "rb") as f:
         f.seek(skip_bytes)
