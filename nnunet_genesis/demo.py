@@ -68,7 +68,7 @@ class DemoSettings:
     warmup_epochs: int = 2
     width: float = 1.0  # feature maps per stage relative to nnU-Net's plan (0.5 on CPU)
     corruption: str = "mild"  # a GenesisConfig preset: "mild" (short runs) or "paper"
-    transfer: str = "encoder"  # Genesis arm: "encoder" (the default start) or "full" (encoder and decoder, the papers')
+    transfer: str = "full"  # Genesis arm: "full" (encoder and decoder: the default start, the papers') or "encoder"
     da_workers: int | None = 0  # nnUNet_n_proc_DA; None: nnU-Net's choice
 
     @property
@@ -96,8 +96,8 @@ def corruption_options(name: str) -> list[str]:
 
 
 def genesis_trainer(transfer: str) -> str:
-    """The Genesis arm's trainer: the default start (encoder only) or the whole network ("full")."""
-    return GENESIS_TRAINER if transfer == "encoder" else "nnUNetTrainerGenesis_asPretrained_demo"
+    """The Genesis arm's trainer: the default start (the whole network, "full") or the encoder only."""
+    return GENESIS_TRAINER if transfer == "full" else "nnUNetTrainerGenesis_encoderOnly_demo"
 
 
 QUICK = dict(synthetic_train=8, synthetic_test=3, synthetic_size=32, labelled=3, val_cases=1,

@@ -65,6 +65,10 @@ class ShortSchedule:
     warmup_epochs: int = 1
     seed: int = 12345
     test_time_mirroring: bool = False  # 8 flipped passes per patch: slow on a CPU
+    # Mirroring augmentation swaps where left/right or front/back structures lie in a patch, so
+    # labels that differ mainly by position (hippocampus anterior/posterior) must be told apart
+    # by shape alone: short schedules then flip between the labels (docs/benchmark_transfer.md)
+    training_mirroring: bool = True
 
     def __post_init__(self) -> None:
         for name in ("epochs", "iterations_per_epoch", "val_iterations_per_epoch"):
@@ -122,9 +126,8 @@ class PlansScheduleMixin:
             use_allowed_cpus()
             seed_nnunet_process(self._fold_seed(0))  # same random init of what is not transferred
         super().initialize()
-        if self.device.type == "cpu":
-            # oneDNN's 3D convolutions run about 1.4x faster on channels-last weights (same values;
-            # docs/benchmark_transfer.md); the checkpoint's state dict loads into any layout
+        if self.device.type == "cpu" and channels_last_pays(self.configuration_manager.network_arch_init_kwargs):
+            # the checkpoint's state dict loads into any memory layout
             self.network.to(memory_format=torch.channels_last_3d)
 
     def get_dataloaders(self):
@@ -132,10 +135,27 @@ class PlansScheduleMixin:
         return super().get_dataloaders()
 
     def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
-        result = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        rotation, dummy_2d, initial_patch_size, mirror_axes = \
+            super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        if not self.short_schedule.training_mirroring:
+            mirror_axes = None  # no mirroring in the training transforms (nnUNetTrainerNoMirroring's way)
         if not self.short_schedule.test_time_mirroring:
             self.inference_allowed_mirroring_axes = None  # saved in the checkpoint, read by the predictor
-        return result
+        return rotation, dummy_2d, initial_patch_size, mirror_axes
+
+
+CHANNELS_LAST_MAX_FEATURES = 8
+
+
+def channels_last_pays(arch_kwargs: Mapping[str, Any]) -> bool:
+    """Whether a CPU training step runs faster with channels-last 3D weights.
+
+    Measured with ``benchmarks/cpu_step.py`` on the hippocampus plan (docs/benchmark_transfer.md):
+    a gain only for the narrowest networks (first stage 8 feature maps, a quarter of nnU-Net's
+    width), a loss at half and full width. Read from the plans, so every arm decides alike.
+    """
+    features = arch_kwargs.get("features_per_stage") or arch_kwargs.get("n_stages_features") or []
+    return bool(features) and int(features[0]) <= CHANNELS_LAST_MAX_FEATURES
 
 
 def use_allowed_cpus() -> None:

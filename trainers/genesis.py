@@ -154,19 +154,18 @@ class nnUNetTrainerGenesis(nnUNetTrainerWarmupPoly):
     """Fine-tunes every transferred layer from the Genesis checkpoint named in the plans.
 
     The start (which weights are kept, which are reset) is set by the class attributes below;
-    each variant further down changes one of them. The default transfers the encoder (with its
-    stem) only; decoder and head start from nnU-Net's random initialisation. The papers'
-    whole-network start (``_asPretrained``), also with the decoder's normalisation reset
-    (``_resetDecoderNorm``), stayed all-background or left it later than scratch on the
-    hippocampus with K = 5, while the encoder-only start did not (docs/benchmark_transfer.md,
-    "Fine-tuning starts"); they stay available as named variants for the ablation.
+    each variant further down changes one of them. The default is the papers' start: encoder,
+    stem and decoder as restoration left them, only the segmentation head random. In the
+    hippocampus protocol it was the start that met the criteria against scratch, while the
+    encoder-only start (``_encoderOnly``) was worse than scratch at K = 5
+    (docs/benchmark_transfer.md, "Fine-tuning starts").
 
     Raises ``GenesisUserError`` (training does not start) when the plans name no checkpoint,
     the file is missing, its sha256 differs from the one recorded by ``attach``, or its
     weights cannot be mapped onto this configuration's network.
     """
 
-    include_decoder: bool = False  # True: the decoder is transferred too (the papers' way)
+    include_decoder: bool = True  # False: the encoder (and stem) only; decoder random
     reset_norm_affine: str = ""  # "" (none), "last_stage", "decoder" or "all": norms reset to (1, 0)
     reinit_last_decoder_stage: bool = False  # the highest-resolution decoder stage starts random
 
@@ -239,42 +238,40 @@ class nnUNetTrainerGenesis(nnUNetTrainerWarmupPoly):
 
 
 class nnUNetTrainerGenesis_encoderOnly(nnUNetTrainerGenesis):
-    """Transfers the encoder only (the default start since 2026-12; kept as a name)."""
+    """Transfers the encoder (and stem) only; decoder and head start random."""
 
     include_decoder = False
 
 
 class nnUNetTrainerGenesis_asPretrained(nnUNetTrainerGenesis):
-    """The papers' start: encoder and decoder exactly as restoration left them (no reset)."""
-
-    include_decoder = True
+    """The default start under its own name: encoder and decoder as restoration left them."""
 
 
-class nnUNetTrainerGenesis_resetDecoderNorm(nnUNetTrainerGenesis_asPretrained):
+class nnUNetTrainerGenesis_resetDecoderNorm(nnUNetTrainerGenesis):
     """The whole network, the decoder's normalisation layers reset (scale 1, shift 0)."""
 
     reset_norm_affine = "decoder"
 
 
-class nnUNetTrainerGenesis_resetLastNorm(nnUNetTrainerGenesis_asPretrained):
+class nnUNetTrainerGenesis_resetLastNorm(nnUNetTrainerGenesis):
     """The whole network, only the last decoder stage's normalisation layers reset."""
 
     reset_norm_affine = "last_stage"
 
 
-class nnUNetTrainerGenesis_resetAllNorm(nnUNetTrainerGenesis_asPretrained):
+class nnUNetTrainerGenesis_resetAllNorm(nnUNetTrainerGenesis):
     """The whole network, every normalisation layer reset, encoder included."""
 
     reset_norm_affine = "all"
 
 
-class nnUNetTrainerGenesis_reinitLastStage(nnUNetTrainerGenesis_asPretrained):
+class nnUNetTrainerGenesis_reinitLastStage(nnUNetTrainerGenesis):
     """The whole network, the highest-resolution decoder stage re-initialised."""
 
     reinit_last_decoder_stage = True
 
 
-class nnUNetTrainerGenesis_headWarmup(nnUNetTrainerGenesis_asPretrained):
+class nnUNetTrainerGenesis_headWarmup(nnUNetTrainerGenesis):
     """Linear probing, then fine-tuning: only the segmentation head trains for the first
     ``head_warmup_share`` of the epochs (at least one), then everything.
 
@@ -294,7 +291,7 @@ class nnUNetTrainerGenesis_headWarmup(nnUNetTrainerGenesis_asPretrained):
         ).attach(self.optimizer)
 
 
-class nnUNetTrainerGenesis_lowLR(nnUNetTrainerGenesis_asPretrained):
+class nnUNetTrainerGenesis_lowLR(nnUNetTrainerGenesis):
     """Transferred layers learn at ``transferred_lr_scale`` (0.1) times the head's learning rate."""
 
     transferred_lr_scale: float = 0.1
@@ -313,7 +310,7 @@ class nnUNetTrainerGenesis_lowLR(nnUNetTrainerGenesis_asPretrained):
         return optimizer, scheduler
 
 
-class nnUNetTrainerGenesis_nnUNetRecipe(nnUNetTrainerGenesis):
+class nnUNetTrainerGenesis_nnUNetRecipe(nnUNetTrainerGenesis_encoderOnly):
     """nnU-Net's recipe for pretrained weights: encoder (and stem) only, learning rate 1e-3, a
     long linear warm-up (a fifth of the epochs, whatever ``warmup_epochs`` says)."""
 
@@ -398,11 +395,15 @@ class SmokeScheduleMixin:
 
 
 class nnUNetTrainerGenesis_smoke(SmokeScheduleMixin, nnUNetTrainerGenesis):
-    """Smoke schedule starting from the Genesis checkpoint."""
+    """Smoke schedule starting from the whole Genesis network (the default start)."""
 
 
 class nnUNetTrainerGenesis_asPretrained_smoke(SmokeScheduleMixin, nnUNetTrainerGenesis_asPretrained):
-    """Smoke schedule starting from the whole Genesis network."""
+    """The same as nnUNetTrainerGenesis_smoke, under the start's own name."""
+
+
+class nnUNetTrainerGenesis_encoderOnly_smoke(SmokeScheduleMixin, nnUNetTrainerGenesis_encoderOnly):
+    """Smoke schedule starting from the Genesis encoder only."""
 
 
 class nnUNetTrainerScratch(nnUNetTrainerWarmupPoly):

@@ -74,8 +74,8 @@ def test_genesis_arm_started_from_the_checkpoint_and_scratch_did_not(quick_demo)
     assert "genesis" not in s_plans
     report = json.loads((genesis / "fold_0" / "genesis_transfer_report.json").read_text())
     assert report, "the Genesis trainer wrote an empty transfer report"
-    # the demo's default --transfer encoder (nnUNetTrainerGenesis's default start): the encoder only
-    assert report["encoder_fraction"] == 1.0 and report["decoder_fraction"] == 0.0
+    # the demo's default --transfer full (nnUNetTrainerGenesis's default start): encoder and decoder
+    assert report["encoder_fraction"] == 1.0 and report["decoder_fraction"] == 1.0
     assert not (scratch / "fold_0" / "genesis_transfer_report.json").exists()
     # fairness: identical schedule, network, patch and batch for both arms
     assert g_plans["genesis_schedule"] == s_plans["genesis_schedule"]

@@ -55,7 +55,7 @@ def test_genesis_trainer_without_genesis_block_refuses_before_writing_anything(e
 def test_transfer_loads_every_tensor_but_the_head_and_saves_the_report(env, hippocampus_plans,
                                                                      make_genesis_checkpoint, tmp_path):
     ckpt = make_genesis_checkpoint(tmp_path / "genesis.pth", seed=3)
-    trainer = _trainer(g.nnUNetTrainerGenesis_asPretrained_smoke, _plans(hippocampus_plans, ckpt), env)
+    trainer = _trainer(g.nnUNetTrainerGenesis_smoke, _plans(hippocampus_plans, ckpt), env)  # the default start
     trainer.initialize()
     head_before = {k: v.clone() for k, v in trainer.network.state_dict().items() if ".seg_layers." in k}
     report = trainer.transfer_genesis_weights()
@@ -71,7 +71,7 @@ def test_transfer_loads_every_tensor_but_the_head_and_saves_the_report(env, hipp
             compared += 1
     assert compared >= 62  # 32 encoder + 30 decoder tensors of the 4-stage plan
     saved = json.loads((env["results"] / "Dataset004_Hippocampus" /
-                        "nnUNetTrainerGenesis_asPretrained_smoke__nnUNetPlans_trainerTest__3d_fullres" / "fold_0" /
+                        "nnUNetTrainerGenesis_smoke__nnUNetPlans_trainerTest__3d_fullres" / "fold_0" /
                         g.TRANSFER_REPORT_NAME).read_text())
     assert saved["encoder_fraction"] == 1.0 and saved["decoder_fraction"] == 1.0
 

@@ -25,7 +25,7 @@ from nnunet_genesis.trainers.attach import attach
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
-TRAINER = "nnUNetTrainerGenesis_asPretrained_smoke"  # the whole network: every tensor but the head
+TRAINER = "nnUNetTrainerGenesis_smoke"  # the default start, the whole network: every tensor but the head
 
 
 def _ext_trainer_from_env_command() -> str:

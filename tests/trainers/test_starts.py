@@ -65,10 +65,10 @@ def test_no_reset_keeps_everything_and_reinit_changes_only_the_last_stage():
 
 
 def test_variants_change_one_thing_each():
-    base = g.nnUNetTrainerGenesis
-    assert (base.include_decoder, base.reset_norm_affine, base.reinit_last_decoder_stage) == (False, "", False)
+    base = g.nnUNetTrainerGenesis  # the default start: the whole network, nothing reset
+    assert (base.include_decoder, base.reset_norm_affine, base.reinit_last_decoder_stage) == (True, "", False)
     whole = g.nnUNetTrainerGenesis_asPretrained
-    assert (whole.include_decoder, whole.reset_norm_affine) == (True, "")
+    assert (whole.include_decoder, whole.reset_norm_affine, whole.reinit_last_decoder_stage) == (True, "", False)
     assert g.nnUNetTrainerGenesis_resetDecoderNorm.reset_norm_affine == "decoder"
     for variant in (g.nnUNetTrainerGenesis_resetDecoderNorm, g.nnUNetTrainerGenesis_resetLastNorm,
                     g.nnUNetTrainerGenesis_resetAllNorm, g.nnUNetTrainerGenesis_reinitLastStage,

@@ -7,6 +7,7 @@ from nnunet_genesis.trainers.genesis import (  # noqa: F401
     nnUNetTrainerGenesis_asPretrained,
     nnUNetTrainerGenesis_asPretrained_smoke,
     nnUNetTrainerGenesis_encoderOnly,
+    nnUNetTrainerGenesis_encoderOnly_smoke,
     nnUNetTrainerGenesis_freezeEncoder,
     nnUNetTrainerGenesis_headWarmup,
     nnUNetTrainerGenesis_lowLR,
