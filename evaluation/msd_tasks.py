@@ -26,11 +26,10 @@ class MSDTask:
     prefix: str  # case names are "<prefix>_<N>", e.g. "hippocampus_026"
     labels: dict[int, str] = field(default_factory=dict)  # label value -> name, background included
     nsd_tolerance_mm: float = 1.0
-    modalities: tuple[str, ...] = ("CT",)
 
     @property
     def number(self) -> int:
-        return int(self.name[4:6])
+        return task_number(self.name)
 
     @property
     def short_name(self) -> str:
@@ -41,25 +40,30 @@ class MSDTask:
     def foreground_labels(self) -> list[int]:
         return sorted(v for v in self.labels if v != 0)
 
-    def label_name(self, label: int) -> str:
-        return self.labels.get(label, str(label))
+
+def task_number(name: str) -> int:
+    """XX of a Decathlon task name ``TaskXX_Name`` (what ``nnUNetv2_convert_MSD_dataset`` expects)."""
+    m = re.fullmatch(r"Task(\d{2})_.+", name)
+    if not m:
+        raise ValueError(f"{name!r} is not named like a Decathlon task (TaskXX_Name, e.g. Task04_Hippocampus)")
+    return int(m.group(1))
 
 
 _TASKS = (
     MSDTask("Task01_BrainTumour", "BRATS",
             {0: "background", 1: "edema", 2: "non-enhancing tumor", 3: "enhancing tumour"},
-            5.0, ("FLAIR", "T1w", "t1gd", "T2w")),
-    MSDTask("Task02_Heart", "la", {0: "background", 1: "left atrium"}, 4.0, ("MRI",)),
-    MSDTask("Task03_Liver", "liver", {0: "background", 1: "liver", 2: "cancer"}, 7.0, ("CT",)),
+            5.0),
+    MSDTask("Task02_Heart", "la", {0: "background", 1: "left atrium"}, 4.0),
+    MSDTask("Task03_Liver", "liver", {0: "background", 1: "liver", 2: "cancer"}, 7.0),
     MSDTask("Task04_Hippocampus", "hippocampus", {0: "background", 1: "Anterior", 2: "Posterior"},
-            1.0, ("MRI",)),
-    MSDTask("Task05_Prostate", "prostate", {0: "background", 1: "PZ", 2: "TZ"}, 4.0, ("T2", "ADC")),
-    MSDTask("Task06_Lung", "lung", {0: "background", 1: "cancer"}, 2.0, ("CT",)),
-    MSDTask("Task07_Pancreas", "pancreas", {0: "background", 1: "pancreas", 2: "cancer"}, 5.0, ("CT",)),
+            1.0),
+    MSDTask("Task05_Prostate", "prostate", {0: "background", 1: "PZ", 2: "TZ"}, 4.0),
+    MSDTask("Task06_Lung", "lung", {0: "background", 1: "cancer"}, 2.0),
+    MSDTask("Task07_Pancreas", "pancreas", {0: "background", 1: "pancreas", 2: "cancer"}, 5.0),
     MSDTask("Task08_HepaticVessel", "hepaticvessel", {0: "background", 1: "Vessel", 2: "Tumour"},
-            3.0, ("CT",)),
-    MSDTask("Task09_Spleen", "spleen", {0: "background", 1: "spleen"}, 3.0, ("CT",)),
-    MSDTask("Task10_Colon", "colon", {0: "background", 1: "colon cancer primaries"}, 4.0, ("CT",)),
+            3.0),
+    MSDTask("Task09_Spleen", "spleen", {0: "background", 1: "spleen"}, 3.0),
+    MSDTask("Task10_Colon", "colon", {0: "background", 1: "colon cancer primaries"}, 4.0),
 )
 
 MSD_TASKS: dict[str, MSDTask] = {t.name: t for t in _TASKS}
@@ -68,7 +72,7 @@ MSD_TASKS: dict[str, MSDTask] = {t.name: t for t in _TASKS}
 # cases ``genesisdemo_N``), so the demo can evaluate and package it with the same commands.
 # ``get_task`` finds it; ``MSD_TASKS`` (the ten Decathlon tasks) does not list it.
 DEMO_TASK = MSDTask("Task99_GenesisDemo", "genesisdemo", {0: "background", 1: "ellipsoid", 2: "torus"},
-                    1.0, ("synthetic",))
+                    1.0)
 
 
 def get_task(name: str) -> MSDTask:

@@ -7,19 +7,10 @@ from typing import Sequence
 import numpy as np
 
 from nnunet_genesis.evaluation.runs import RunResult
-from nnunet_genesis.outputs import figure_png
+from nnunet_genesis.outputs import figure_png, new_figure
 from nnunet_genesis.evaluation.statistics import PairedComparison
 
 METRIC_TITLES = {"dice": "Dice", "nsd": "NSD"}
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _png(fig) -> bytes:
@@ -30,9 +21,9 @@ def _png(fig) -> bytes:
 def plot_scores(runs: Sequence[RunResult], metric: str, labels: Sequence[str],
                 label_names: dict[str, str]) -> bytes:
     """Per label: each run's mean (bar), standard deviation (error bar) and per-case values (dots)."""
-    plt = _pyplot()
     rng = np.random.default_rng(0)  # jitter of the dots only
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(labels) * len(runs) ** 0.5 + 2), 4.2))
+    fig = new_figure(figsize=(max(5.0, 1.6 * len(labels) * len(runs) ** 0.5 + 2), 4.2))
+    ax = fig.subplots()
     width = 0.8 / len(runs)
     for i, run in enumerate(runs):
         x0 = np.arange(len(labels)) - 0.4 + width * (i + 0.5)
@@ -58,9 +49,9 @@ def plot_scores(runs: Sequence[RunResult], metric: str, labels: Sequence[str],
 def plot_differences(comparisons: Sequence[PairedComparison], title: str,
                      label_names: dict[str, str]) -> bytes:
     """Per label: the paired per-case differences (B - A) as box and dots, with the p-value."""
-    plt = _pyplot()
     rng = np.random.default_rng(0)
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.8 * len(comparisons) + 2), 4.2))
+    fig = new_figure(figsize=(max(5.0, 1.8 * len(comparisons) + 2), 4.2))
+    ax = fig.subplots()
     data = [c.differences for c in comparisons]
     positions = np.arange(1, len(comparisons) + 1)
     non_empty = [(p, d) for p, d in zip(positions, data) if d]
@@ -87,9 +78,11 @@ def plot_training_curves(runs: Sequence[RunResult]) -> bytes | None:
     curves = [(run, fold, c) for run in runs for fold, c in sorted(run.curves.items())]
     if not curves:
         return None
-    plt = _pyplot()
-    fig, (ax_loss, ax_dice) = plt.subplots(1, 2, figsize=(12, 4.5))
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    import matplotlib
+
+    fig = new_figure(figsize=(12, 4.5))
+    ax_loss, ax_dice = fig.subplots(1, 2)
+    colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     run_colour = {run.name: colours[i % len(colours)] for i, run in enumerate(runs)}
     several_folds = any(len(run.curves) > 1 for run in runs)
     for run, fold, c in curves:

@@ -9,13 +9,13 @@ gt_segmentations``; it is computed on the validation predictions with ``evaluate
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nnunet_genesis.blocks import read_json
 from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.evaluation.evaluate import EvaluationConfig, evaluate_folders, load_evaluation
 from nnunet_genesis.evaluation.metrics import (STATUS_BOTH_EMPTY, STATUS_OK, STATUS_PRED_EMPTY,
@@ -61,13 +61,6 @@ def _status(n_ref: int, n_pred: int) -> str:
     return STATUS_REF_EMPTY if n_ref == 0 else STATUS_PRED_EMPTY if n_pred == 0 else STATUS_OK
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise GenesisUserError(f"{path}: could not be read as JSON ({e}).") from None
-
-
 def load_evaluate_json(path: Path, name: str) -> RunResult:
     data = load_evaluation(path)
     labels = [str(label) for label in data["labels"]]
@@ -106,8 +99,8 @@ def load_nnunet_results(folder: Path, name: str, nsd: NSDSettings, progress: boo
         raise GenesisUserError(
             f"{folder}: is neither an 'nnunet-genesis evaluate' JSON nor an nnU-Net results folder "
             f"(a Trainer__Plans__Configuration folder holding fold_N subfolders).")
-    dataset_json = _read_json(run_dir / "dataset.json") if (run_dir / "dataset.json").is_file() else {}
-    plans = _read_json(run_dir / "plans.json") if (run_dir / "plans.json").is_file() else {}
+    dataset_json = read_json(run_dir / "dataset.json") if (run_dir / "dataset.json").is_file() else {}
+    plans = read_json(run_dir / "plans.json") if (run_dir / "plans.json").is_file() else {}
     file_ending = dataset_json.get("file_ending", DEFAULT_FILE_ENDING)
     dataset_name = plans.get("dataset_name") or run_dir.parent.name
     label_names = {str(v): k for k, v in dataset_json.get("labels", {}).items() if isinstance(v, int)}
@@ -125,7 +118,7 @@ def load_nnunet_results(folder: Path, name: str, nsd: NSDSettings, progress: boo
         if not summary_path.is_file():
             notes.append(f"{fold.name}: no validation/summary.json (validation not run yet?); its cases are left out.")
             continue
-        summary = _read_json(summary_path)
+        summary = read_json(summary_path)
         per_case = summary.get("metric_per_case")
         if not isinstance(per_case, list):
             raise GenesisUserError(f"{summary_path}: has no 'metric_per_case' list; is it nnU-Net's summary.json?")

@@ -18,6 +18,7 @@ from typing import Mapping
 from nnunet_genesis.errors import GenesisUserError
 
 EXT_TRAINER_VAR = "nnUNet_extTrainer"
+# the folders nnU-Net reads from the environment (the one copy of this tuple)
 NNUNET_FOLDERS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 SHELLS = ("sh", "fish", "powershell", "cmd")
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any, Callable, Mapping, TypeVar
+
+T = TypeVar("T")
+
 
 class GenesisUserError(Exception):
     """A problem with the user's input (files, options, checkpoints).
@@ -35,3 +39,12 @@ def refuse_training(message: str) -> TrainingRefused:
 
     print(f"nnU-Net Genesis: training not started.\n{message}", file=sys.stderr, flush=True)
     return TrainingRefused(message)
+
+
+def read_trainer_block(reader: Callable[..., T], plans: Mapping[str, Any], trainer: object) -> T:
+    """A plans block read in a trainer's ``__init__`` (``reader(plans, who=...)``); a user error
+    there stops ``nnUNetv2_train`` with the message and exit 2 instead of a traceback."""
+    try:
+        return reader(plans, who=f"Trainer {type(trainer).__name__}")
+    except GenesisUserError as e:
+        raise refuse_training(str(e)) from None

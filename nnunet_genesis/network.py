@@ -48,6 +48,30 @@ _UNIVERSAL_KWARGS: dict[str, Any] = {
 _REQUIRES_IMPORT = ["conv_op", "norm_op", "dropout_op", "nonlin"]
 
 
+def unwrap_network(network: torch.nn.Module) -> torch.nn.Module:
+    """The plain module under DDP/DataParallel and torch.compile wrappers (same parameter objects)."""
+    while True:
+        if isinstance(network, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
+            network = network.module
+        elif isinstance(getattr(network, "_orig_mod", None), torch.nn.Module):
+            network = network._orig_mod
+        else:
+            return network
+
+
+def total_strides(arch_kwargs: Mapping[str, Any]) -> list[int]:
+    """Per axis, how much the network downsamples (a patch size must be a multiple of it)."""
+    strides = arch_kwargs.get("strides") or arch_kwargs.get("pool_op_kernel_sizes") or []
+    if not strides:
+        return []
+    dims = len(strides[0]) if isinstance(strides[0], (list, tuple)) else 3
+    out = [1] * dims
+    for s in strides:
+        s = s if isinstance(s, (list, tuple)) else [s] * dims
+        out = [a * int(b) for a, b in zip(out, s)]
+    return out
+
+
 def universal_genesis_arch(input_channels: int = 1, output_channels: int = 1) -> dict[str, Any]:
     """Metadata network block of the universal Genesis plan (a fresh, JSON-able copy)."""
     return {

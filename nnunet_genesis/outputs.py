@@ -106,20 +106,23 @@ def write_json_atomic(obj, path: str | os.PathLike, indent: int = 2) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
 
 
+def new_figure(**kwargs):
+    """A matplotlib ``Figure`` made without pyplot: no backend is chosen, no global state is
+    touched, and nothing needs closing; ``savefig`` renders it with Agg."""
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
+
+
 def figure_png(fig, dpi: int = 100) -> bytes:
-    """A matplotlib figure as PNG bytes; the figure is closed."""
+    """A matplotlib figure as PNG bytes."""
     import io
 
-    import matplotlib.pyplot as plt
-
     buf = io.BytesIO()
-    try:
-        fig.savefig(buf, format="png", dpi=dpi)
-    finally:
-        plt.close(fig)
+    fig.savefig(buf, format="png", dpi=dpi)
     return buf.getvalue()
 
 
 def save_figure(fig, path: str | os.PathLike, dpi: int = 100) -> Path:
-    """Write a matplotlib figure as PNG atomically (closes it)."""
+    """Write a matplotlib figure as PNG atomically."""
     return atomic_write_bytes(path, figure_png(fig, dpi))

@@ -19,15 +19,12 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
 from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.outputs import write_json_atomic
-
-NNUNET_FOLDERS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
-
 
 def remove(paths: Iterable[Path]) -> None:
     """Delete files and folders (partial outputs of an unfinished step)."""
@@ -56,35 +53,16 @@ def genesis_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "nnunet_genesis.cli", *args]
 
 
-@dataclass
 class Workspace:
-    """An output folder with its own nnU-Net folders, logs and step markers."""
+    """An output folder with its own nnU-Net folders (``raw``, ``preprocessed``, ``results``),
+    ``logs`` and step markers (``state``)."""
 
-    root: Path
-    extra_env: dict[str, str] = field(default_factory=dict)
+    def __init__(self, root: str | os.PathLike):
+        from nnunet_genesis.environment import NNUNET_FOLDERS
 
-    def __post_init__(self) -> None:
-        self.root = Path(self.root).resolve()
-
-    @property
-    def raw(self) -> Path:
-        return self.root / "nnUNet_raw"
-
-    @property
-    def preprocessed(self) -> Path:
-        return self.root / "nnUNet_preprocessed"
-
-    @property
-    def results(self) -> Path:
-        return self.root / "nnUNet_results"
-
-    @property
-    def logs(self) -> Path:
-        return self.root / "logs"
-
-    @property
-    def state(self) -> Path:
-        return self.root / "state"
+        self.root = Path(root).resolve()
+        self.raw, self.preprocessed, self.results = (self.root / name for name in NNUNET_FOLDERS)
+        self.logs, self.state = self.root / "logs", self.root / "state"
 
     def make(self) -> None:
         for p in (self.raw, self.preprocessed, self.results, self.logs, self.state):
@@ -92,18 +70,18 @@ class Workspace:
 
     def env(self) -> dict[str, str]:
         """Environment of every subprocess: this workspace's nnU-Net folders and the trainers."""
-        from nnunet_genesis.environment import environment_for_nnunet
+        from nnunet_genesis.environment import NNUNET_FOLDERS, environment_for_nnunet
 
         env = environment_for_nnunet()
-        env.update({"nnUNet_raw": str(self.raw), "nnUNet_preprocessed": str(self.preprocessed),
-                    "nnUNet_results": str(self.results), "PYTHONUNBUFFERED": "1"})
+        env.update({name: str(folder) for name, folder in
+                    zip(NNUNET_FOLDERS, (self.raw, self.preprocessed, self.results))})
+        env["PYTHONUNBUFFERED"] = "1"
         # nnU-Net's validation/export pools default to 8 spawned processes, each importing torch:
         # minutes of start-up on a small machine. Half the cores (at least 1) unless the user chose.
         env.setdefault("nnUNet_def_n_proc", str(max(1, min(8, (os.cpu_count() or 1) // 2))))
         # OpenMP threads that spin while waiting make PyTorch on the CPU several times slower as
         # soon as anything else runs on the machine (measured: 4x to 10x on 2 shared cores).
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        env.update(self.extra_env)
         return env
 
     def marker(self, step: str) -> Path:
@@ -180,20 +158,11 @@ def run_logged(cmd: Sequence[str], log: Path, env: Mapping[str, str], status: Ca
                          f"Full log: {log}\nLast lines:\n{log_tail(log)}")
 
 
-def write_splits(preprocessed_dataset: Path, folds: Sequence[tuple[Sequence[str], Sequence[str]]]) -> Path:
-    """nnU-Net's ``splits_final.json``: fold i trains on ``folds[i][0]`` and validates on ``folds[i][1]``."""
-    splits = [{"train": sorted(tr), "val": sorted(val)} for tr, val in folds]
-    for i, s in enumerate(splits):
-        overlap = set(s["train"]) & set(s["val"])
-        if overlap:
-            raise ValueError(f"fold {i}: cases in both train and val: {sorted(overlap)[:5]}")
-    path = Path(preprocessed_dataset) / "splits_final.json"
-    write_json_atomic(splits, path)
-    return path
-
-
 def dataset_name_for(raw: Path, dataset_id: int) -> str:
-    """``DatasetXXX_Name`` of an id inside ``raw`` (exactly one must exist)."""
+    """``DatasetXXX_Name`` of an id inside a workspace's ``raw`` (exactly one must exist).
+
+    Not nnU-Net's ``maybe_convert_to_dataset_name``: that searches the nnU-Net folders fixed when
+    ``nnunetv2.paths`` was imported, and a workspace's folders are set only for its commands."""
     matches = sorted(p.name for p in raw.glob(f"Dataset{dataset_id:03d}_*") if p.is_dir())
     if len(matches) != 1:
         raise GenesisUserError(f"Expected one dataset with id {dataset_id} in {raw}, found {matches or 'none'}.")
@@ -201,7 +170,11 @@ def dataset_name_for(raw: Path, dataset_id: int) -> str:
 
 
 def results_folder(results: Path, dataset_name: str, trainer: str, plans: str, configuration: str) -> Path:
-    return results / dataset_name / f"{trainer}__{plans}__{configuration}"
+    """nnU-Net's results folder of a (trainer, plans, configuration) under a workspace's
+    ``results`` (``get_output_folder`` would use the ``nnUNet_results`` of this process)."""
+    from nnunetv2.utilities.file_path_utilities import convert_trainer_plans_config_to_identifier
+
+    return results / dataset_name / convert_trainer_plans_config_to_identifier(trainer, plans, configuration)
 
 
 def format_seconds(seconds: float) -> str:

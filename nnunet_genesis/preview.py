@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from nnunet_genesis.errors import GenesisUserError
-from nnunet_genesis.outputs import check_output_file, save_figure
+from nnunet_genesis.outputs import check_output_file, new_figure, save_figure
 
 # (row title, GenesisConfig overrides): each corruption alone (probability 1), then all.
 _NONE = dict(flip_rate=0.0, local_rate=0.0, nonlinear_rate=0.0, paint_rate=0.0)
@@ -66,27 +66,32 @@ def centre_crop(image: np.ndarray, size: tuple[int, int, int]) -> np.ndarray:
     return np.ascontiguousarray(image[tuple(sl)])
 
 
+def display_window(volume: np.ndarray) -> tuple[float, float]:
+    """Grey-scale window of one row: its own 0.5-99.5 percentiles. A row whose intensities were
+    remapped (Bezier) or painted would show flat on the original's window."""
+    vmin, vmax = (float(v) for v in np.percentile(volume, [0.5, 99.5]))
+    if vmax <= vmin:
+        vmin, vmax = float(volume.min()), float(volume.max())
+        if vmax <= vmin:
+            vmax = vmin + 1e-6
+    return vmin, vmax
+
+
 def render(image: np.ndarray, spacing: tuple[float, ...], channel: int, seed: int, output: Path, title: str) -> None:
     """Corrupt ``image`` (C, X, Y, Z) once per version and write the PNG grid atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from nnunet_genesis.transforms import GenesisConfig, corrupt
 
     rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(len(VERSIONS))]
     shown = image[channel]
-    vmin, vmax = np.percentile(shown, [0.5, 99.5])
-    if vmax <= vmin:
-        vmin, vmax = float(shown.min()), float(shown.max()) + 1e-6
     mids = [d // 2 for d in shown.shape]
-    fig, axes = plt.subplots(len(VERSIONS), 3, figsize=(9, 3 * len(VERSIONS)), squeeze=False)
+    fig = new_figure(figsize=(9, 3 * len(VERSIONS)))
+    axes = fig.subplots(len(VERSIONS), 3, squeeze=False)
     for row, ((name, overrides), rng) in enumerate(zip(VERSIONS, rngs)):
         if overrides is None:
             version = shown
         else:
             version = corrupt(image, rng, dataclasses.replace(GenesisConfig(), **overrides))[0][channel]
+        vmin, vmax = display_window(version)
         for col in range(3):
             ax = axes[row, col]
             sl = [slice(None)] * 3
@@ -99,7 +104,7 @@ def render(image: np.ndarray, spacing: tuple[float, ...], channel: int, seed: in
             if row == 0:
                 ax.set_title(f"middle slice, axis {col}", fontsize=9)
             if col == 0:
-                ax.set_ylabel(name, fontsize=9)
+                ax.set_ylabel(f"{name}\nwindow [{vmin:.3g}, {vmax:.3g}]", fontsize=9)
     fig.suptitle(title, fontsize=9, wrap=True)
     fig.tight_layout(rect=(0, 0, 1, 0.975))
     save_figure(fig, output)

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from nnunet_genesis.environment import NNUNET_FOLDERS
 from nnunet_genesis.errors import GenesisUserError
 
-ENV_NAMES = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 DATASET_SUFFIX = "GenesisPretrain"
 _DATASET_RE = re.compile(r"^Dataset(\d{3})_")
 
@@ -32,15 +32,15 @@ class NnunetFolders:
     def resolve(cls, out: Path) -> "NnunetFolders":
         """Each folder from its environment variable when set, else ``OUT/nnunet_work/<name>``."""
         work = Path(out).resolve() / "nnunet_work"
-        paths = [Path(os.environ[n]).resolve() if os.environ.get(n) else work / n for n in ENV_NAMES]
+        paths = [Path(os.environ[n]).resolve() if os.environ.get(n) else work / n for n in NNUNET_FOLDERS]
         return cls(*paths)
 
     @classmethod
     def from_dict(cls, d: dict[str, str]) -> "NnunetFolders":
-        return cls(*(Path(d[n]) for n in ENV_NAMES))
+        return cls(*(Path(d[n]) for n in NNUNET_FOLDERS))
 
     def to_dict(self) -> dict[str, str]:
-        return dict(zip(ENV_NAMES, (str(self.raw), str(self.preprocessed), str(self.results))))
+        return dict(zip(NNUNET_FOLDERS, (str(self.raw), str(self.preprocessed), str(self.results))))
 
     def make(self) -> None:
         for p in (self.raw, self.preprocessed, self.results):

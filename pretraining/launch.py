@@ -74,11 +74,14 @@ class RunState:
         return NnunetFolders.from_dict(self.folders)
 
     def output_folder(self) -> Path:
+        from nnunetv2.utilities.file_path_utilities import convert_trainer_plans_config_to_identifier
+
         from nnunet_genesis.pretraining.trainer import nnUNetTrainerGenesisPretrain
 
-        return (self.nnunet_folders.results / self.dataset_name /
-                f"{nnUNetTrainerGenesisPretrain.__name__}__{self.plans_identifier}__{self.configuration}" /
-                f"fold_{self.fold}")
+        # nnU-Net's get_output_folder reads nnUNet_results fixed at import; this run's folder may differ
+        identifier = convert_trainer_plans_config_to_identifier(nnUNetTrainerGenesisPretrain.__name__,
+                                                                self.plans_identifier, self.configuration)
+        return self.nnunet_folders.results / self.dataset_name / identifier / f"fold_{self.fold}"
 
 
 def build_trainer(state: RunState, device: torch.device, resume: bool):
@@ -121,21 +124,15 @@ def _ddp_worker(rank: int, world_size: int, state: RunState, device_type: str, r
         dist.destroy_process_group()
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def train(state: RunState, device: torch.device, num_processes: int, resume: bool,
           extra_env: dict[str, str] | None = None) -> None:
     """Run (or resume) the prepared pretraining in 1 or ``num_processes`` processes."""
     env = dict(extra_env or {})
     if num_processes > 1:
         env.setdefault("MASTER_ADDR", "127.0.0.1")
-        env.setdefault("MASTER_PORT", str(free_port()))
+        from nnunetv2.run.run_training import find_free_network_port
+
+        env.setdefault("MASTER_PORT", str(find_free_network_port()))
     with nnunet_environment(state.nnunet_folders, env):
         if num_processes <= 1:
             run_trainer(state, device, resume)

@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from nnunet_genesis.blocks import check_known_keys
 from nnunet_genesis.transforms import GenesisConfig
 
 PLANS_KEY = "genesis_pretraining"
@@ -88,10 +89,7 @@ class PretrainOptions:
         """Read the block from a plans dict; absent keys take the defaults, except that a block
         without ``optimizer`` (written before AdamW became the default) keeps nnU-Net's SGD."""
         block = plans.get(PLANS_KEY) or {}
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(block) - known)
-        if unknown:
-            raise ValueError(f"plans['{PLANS_KEY}'] has unknown keys {unknown}; known: {sorted(known)}")
+        check_known_keys(cls, block, f"plans['{PLANS_KEY}']")
         block = dict(block)
         if block and "optimizer" not in block:  # a run prepared before AdamW was the default continues as it began
             block.update(optimizer="sgd", learning_rate=1e-2)

@@ -17,6 +17,7 @@ Without it, the built-in universal Genesis plan is used (see docs/pretraining.md
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from nnunet_genesis.errors import GenesisUserError
-from nnunet_genesis.network import universal_genesis_arch
+from nnunet_genesis.network import total_strides, universal_genesis_arch
 
 CONFIGURATION = "3d_fullres"
 UNIVERSAL_PLANS = "genesisUniversalPlans"
@@ -49,19 +50,6 @@ _RESAMPLING = {
 
 def is_ct(channel_name: str) -> bool:
     return channel_name.strip().upper() == "CT"
-
-
-def total_strides(arch_kwargs: dict[str, Any]) -> list[int]:
-    """Per axis, how much the network downsamples (the patch size must be a multiple)."""
-    strides = arch_kwargs.get("strides") or []
-    if not strides:
-        return []
-    dims = len(strides[0]) if isinstance(strides[0], (list, tuple)) else 3
-    out = [1] * dims
-    for s in strides:
-        s = s if isinstance(s, (list, tuple)) else [s] * dims
-        out = [a * int(b) for a, b in zip(out, s)]
-    return out
 
 
 def check_patch_size(patch: Sequence[int], arch_kwargs: dict[str, Any]) -> None:
@@ -174,7 +162,7 @@ def single_configuration(plans: dict[str, Any], configuration: str, batch_size: 
     """Keep only ``configuration`` (inheritance resolved, cascade links removed), with overrides."""
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    resolved = PlansManager(plans)._internal_resolve_configuration_inheritance(configuration)
+    resolved = copy.deepcopy(PlansManager(plans).get_configuration(configuration).configuration)
     for key in ("inherits_from", "previous_stage", "next_stage"):
         resolved.pop(key, None)
     if len(resolved["patch_size"]) != 3:
@@ -212,15 +200,17 @@ def write_split(path: Path, identifiers: list[str], val_fraction: float, seed: i
     The validation cases provide the fixed validation patches; with a single volume it is
     used for both.
     """
+    from nnunet_genesis.outputs import write_json_atomic
+    from nnunet_genesis.splits import seeded_chunks
+
     ids = sorted(identifiers)
     if len(ids) < 2:
         split = {"train": ids, "val": ids}
     else:
         n_val = min(len(ids) - 1, max(1, int(round(len(ids) * val_fraction))))
-        order = np.random.default_rng(seed).permutation(len(ids))
-        val = sorted(ids[i] for i in order[:n_val])
-        split = {"train": [i for i in ids if i not in set(val)], "val": val}
-    path.write_text(json.dumps([split], indent=2))
+        val, train = seeded_chunks(ids, [n_val], seed)
+        split = {"train": sorted(train), "val": sorted(val)}
+    write_json_atomic([split], path)
     return split
 
 

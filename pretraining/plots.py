@@ -7,22 +7,20 @@ from typing import Sequence
 
 import numpy as np
 
-from nnunet_genesis.outputs import save_figure
+from nnunet_genesis.outputs import new_figure, save_figure
 
 
 def plot_loss_curve(train: Sequence[float], val: Sequence[float], path: Path) -> None:
     """Train and fixed-validation restoration MSE per epoch."""
-    import matplotlib
+    import matplotlib.style
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    with plt.style.context("default"):  # nnU-Net's progress plot changes the global style (seaborn)
-        _loss_figure(plt, train, val, path)
+    with matplotlib.style.context("default"):  # nnU-Net's progress plot changes the global style (seaborn)
+        _loss_figure(train, val, path)
 
 
-def _loss_figure(plt, train, val, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4))
+def _loss_figure(train, val, path: Path) -> None:
+    fig = new_figure(figsize=(7, 4))
+    ax = fig.subplots()
     ax.plot(range(len(train)), train, "o-", label="train (corrupted batches)")
     ax.plot(range(len(val)), val, "s-", label="validation (fixed patches)")
     ax.set_xlabel("epoch")
@@ -42,18 +40,16 @@ def plot_restorations(original: np.ndarray, corrupted: np.ndarray, restored: np.
 
     Arrays are (N, C, Z, Y, X). Each row shares one grey scale, taken from the original.
     """
-    import matplotlib
+    import matplotlib.style
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    with plt.style.context("default"):
-        _restoration_figure(plt, original, corrupted, restored, path, title)
+    with matplotlib.style.context("default"):
+        _restoration_figure(original, corrupted, restored, path, title)
 
 
-def _restoration_figure(plt, original, corrupted, restored, path: Path, title: str) -> None:
+def _restoration_figure(original, corrupted, restored, path: Path, title: str) -> None:
     n = original.shape[0]
-    fig, axes = plt.subplots(n, 3, figsize=(9, 3 * n), squeeze=False)
+    fig = new_figure(figsize=(9, 3 * n))
+    axes = fig.subplots(n, 3, squeeze=False)
     z = original.shape[2] // 2
     for row in range(n):
         ref = original[row, 0, z]

@@ -119,19 +119,16 @@ def write_dataset_json(staging: Path, dataset_name: str, channel_names: list[str
 
     Listing them spares nnU-Net its folder scan (a 12-process pool) and pins the case set.
     """
-    meta = {
-        "name": dataset_name,
-        "description": "Unlabeled volumes for Models Genesis pretraining (nnunet-genesis pretrain). "
-                       "The labels are all-background placeholders that nnU-Net's preprocessing needs.",
-        "channel_names": {str(i): n for i, n in enumerate(channel_names)},
-        "labels": {"background": 0},
-        "numTraining": len(identifiers),
-        "file_ending": FILE_ENDING,
-        "dataset": {i: {"images": [f"imagesTr/{i}_{c:04d}{FILE_ENDING}" for c in range(len(channel_names))],
-                        "label": f"labelsTr/{i}{FILE_ENDING}"} for i in identifiers},
-    }
-    (staging / "dataset.json").write_text(json.dumps(meta, indent=2))
-    return meta
+    from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
+
+    generate_dataset_json(
+        str(staging), {str(i): n for i, n in enumerate(channel_names)}, {"background": 0}, len(identifiers),
+        FILE_ENDING, dataset_name=dataset_name, converted_by="nnunet-genesis pretrain",
+        description="Unlabeled volumes for Models Genesis pretraining (nnunet-genesis pretrain). The labels "
+                    "are all-background placeholders that nnU-Net's preprocessing needs.",
+        dataset={i: {"images": [f"imagesTr/{i}_{c:04d}{FILE_ENDING}" for c in range(len(channel_names))],
+                     "label": f"labelsTr/{i}{FILE_ENDING}"} for i in identifiers})
+    return json.loads((staging / "dataset.json").read_text())
 
 
 def sources_record(converted: list[ConvertedCase], skipped: list[BadInput]) -> dict:

@@ -48,7 +48,6 @@ from batchgeneratorsv2.transforms.utils.nnunet_masking import MaskImageTransform
 from batchgeneratorsv2.transforms.utils.pseudo2d import Convert2DTo3DTransform, Convert3DTo2DTransform
 from batchgeneratorsv2.transforms.utils.remove_label import RemoveLabelTansform
 from torch import distributed as dist
-from torch._dynamo import OptimizedModule
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
@@ -59,6 +58,7 @@ from nnunetv2.utilities.helpers import dummy_context
 from batchgeneratorsv2.transforms.base.basic_transform import BasicTransform
 
 from nnunet_genesis.checkpoint import safe_torch_load, save_checkpoint
+from nnunet_genesis.network import unwrap_network
 from nnunet_genesis.seeding import seed_nnunet_process
 from nnunet_genesis.transforms import GenesisCorruptionTransform, corrupt_batch
 from nnunet_genesis.pretraining.metadata import pretraining_metadata, read_sources
@@ -223,12 +223,8 @@ class nnUNetTrainerGenesisPretrain(nnUNetTrainer):
             self._set_batch_size_and_oversample()
             self.network = DDP(self.network, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
-    def _plain_network(self) -> torch.nn.Module:
-        mod = self.network.module if isinstance(self.network, DDP) else self.network
-        return mod._orig_mod if isinstance(mod, OptimizedModule) else mod
-
     def set_deep_supervision_enabled(self, enabled: bool):
-        self._plain_network().decoder.deep_supervision = enabled
+        unwrap_network(self.network).decoder.deep_supervision = enabled
 
     # ----------------------------------------------------------------- data
     def get_training_transforms(self, patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes,
@@ -350,7 +346,7 @@ class nnUNetTrainerGenesisPretrain(nnUNetTrainer):
     def validation_step(self, batch) -> dict:
         corrupted, target = (t.to(self.device, non_blocking=True) for t in batch)
         with torch.autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
-            restored = self._plain_network()(corrupted)
+            restored = unwrap_network(self.network)(corrupted)
         err = (restored.float() - target.float()).pow(2).sum()
         return {"sum": float(err), "count": int(target.numel())}
 
@@ -419,7 +415,7 @@ class nnUNetTrainerGenesisPretrain(nnUNetTrainer):
         n = min(_PNG_PATCHES, len(self.validation_set.clean))
         if n == 0:
             return
-        net = self._plain_network()
+        net = unwrap_network(self.network)
         was_training = net.training
         net.eval()
         with torch.no_grad():
@@ -444,7 +440,7 @@ class nnUNetTrainerGenesisPretrain(nnUNetTrainer):
             train_losses=self.logger.get_value("train_losses", step=None),
             val_losses=self.logger.get_value("val_losses", step=None),
             world_size=self.world_size, device=self.device.type, val_baselines=self.val_baselines)
-        return save_checkpoint(path, self._plain_network().state_dict(), metadata)
+        return save_checkpoint(path, unwrap_network(self.network).state_dict(), metadata)
 
     # ----------------------------------------------------------------- checkpoints
     def save_checkpoint(self, filename: str) -> None:
@@ -469,7 +465,7 @@ class nnUNetTrainerGenesisPretrain(nnUNetTrainer):
         self._best_ema = checkpoint["_best_ema"]
         self.inference_allowed_mirroring_axes = checkpoint.get("inference_allowed_mirroring_axes",
                                                                self.inference_allowed_mirroring_axes)
-        self._plain_network().load_state_dict(weights)
+        unwrap_network(self.network).load_state_dict(weights)
         self.optimizer.load_state_dict(checkpoint["optimizer_state"])
         if self.grad_scaler is not None and checkpoint.get("grad_scaler_state") is not None:
             self.grad_scaler.load_state_dict(checkpoint["grad_scaler_state"])

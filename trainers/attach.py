@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
+from nnunet_genesis.blocks import read_json
 from nnunet_genesis.checkpoint import GenesisCheckpoint, load_checkpoint, sha256_of
 from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.outputs import atomic_write_text
@@ -124,15 +125,6 @@ def _same_variant(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     return strip(a) == strip(b)
 
 
-def _read_json(path: Path, what: str) -> dict:
-    if not path.is_file():
-        raise GenesisUserError(f"{what} {path} does not exist.")
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise GenesisUserError(f"{what} {path} is not valid JSON ({e}).") from None
-
-
 def attach(dataset: str, checkpoint: str | os.PathLike, source_plans: str = DEFAULT_SOURCE_PLANS,
            variant_name: str = DEFAULT_VARIANT, configurations: list[str] | None = None,
            check: bool = True, force: bool = False, allow_partial: bool = False) -> Path:
@@ -144,8 +136,8 @@ def attach(dataset: str, checkpoint: str | os.PathLike, source_plans: str = DEFA
         raise GenesisUserError(f"Invalid plans variant name {variant_name!r} (give a bare name such "
                                f"as {DEFAULT_VARIANT}).")
     folder = resolve_dataset_folder(dataset)
-    source = _read_json(folder / f"{source_plans}.json", "Source plans")
-    dataset_json = _read_json(folder / "dataset.json", "dataset.json")
+    source = read_json(folder / f"{source_plans}.json", "Source plans")
+    dataset_json = read_json(folder / "dataset.json", "dataset.json")
     ckpt_path = Path(checkpoint).expanduser().resolve()
     loaded = load_checkpoint(ckpt_path)
     sha256 = sha256_of(ckpt_path)
@@ -167,7 +159,7 @@ def attach(dataset: str, checkpoint: str | os.PathLike, source_plans: str = DEFA
                             transfer_check, allow_partial)
     target = folder / f"{variant_name}.json"
     if target.exists() and not force:
-        existing = _read_json(target, "Existing plans variant")
+        existing = read_json(target, "Existing plans variant")
         if not _same_variant(existing, variant):
             old = existing.get(PLANS_KEY, {}) if isinstance(existing.get(PLANS_KEY), dict) else {}
             raise GenesisUserError(

@@ -40,7 +40,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from nnunet_genesis.errors import GenesisUserError, refuse_training
+from nnunet_genesis.blocks import check_known_keys
+from nnunet_genesis.errors import GenesisUserError, read_trainer_block
+from nnunet_genesis.network import total_strides
 from nnunet_genesis.outputs import atomic_write_text
 from nnunet_genesis.seeding import seed_nnunet_process
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
@@ -90,12 +92,8 @@ class ShortSchedule:
                 f"block. Write a schedule plans variant with "
                 f"nnunet_genesis.trainers.demo_schedules.write_schedule_plans (the demo and "
                 f"benchmarks/transfer.py do), or use nnUNetTrainerGenesis / nnUNetTrainerScratch.")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(block) - known)
-        if unknown:
-            raise GenesisUserError(f"The '{PLANS_KEY}' block of the {where} has unknown keys {unknown}; "
-                                   f"known: {sorted(known)}.")
         try:
+            check_known_keys(cls, block, "it")
             return cls(**dict(block))
         except (TypeError, ValueError) as e:
             raise GenesisUserError(f"The '{PLANS_KEY}' block of the {where} is invalid: {e}.") from None
@@ -106,10 +104,7 @@ class PlansScheduleMixin:
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
-        try:
-            self.short_schedule = ShortSchedule.from_plans(plans, who=f"Trainer {type(self).__name__}")
-        except GenesisUserError as e:
-            raise refuse_training(str(e)) from None
+        self.short_schedule = read_trainer_block(ShortSchedule.from_plans, plans, self)
         super().__init__(plans, configuration, fold, dataset_json, device)
         s = self.short_schedule
         self.num_epochs = s.epochs
@@ -220,14 +215,6 @@ class nnUNetTrainerGenesis_nnUNetRecipe_demo(PlansScheduleMixin, nnUNetTrainerGe
     pass
 
 
-def _stride_product(arch_kwargs: Mapping[str, Any]) -> list[int]:
-    strides = arch_kwargs.get("strides") or arch_kwargs.get("pool_op_kernel_sizes")
-    total = np.ones(len(strides[0]), dtype=int)
-    for s in strides:
-        total *= np.asarray(s if isinstance(s, (list, tuple)) else [s] * len(total), dtype=int)
-    return [int(v) for v in total]
-
-
 def capped_patch_size(patch_size: Sequence[int], divisors: Sequence[int], max_voxels: int) -> list[int]:
     """Halve the largest axis (keeping each axis a multiple of its divisor) until the patch fits."""
     patch = [int(p) for p in patch_size]
@@ -266,7 +253,7 @@ def write_schedule_plans(preprocessed_dataset: str | os.PathLike, variant_name: 
         arch = config["architecture"]["arch_kwargs"]
         arch["features_per_stage"] = [max(8, int(round(f * width))) for f in arch["features_per_stage"]]
     if max_patch_voxels is not None:
-        divisors = _stride_product(config["architecture"]["arch_kwargs"])
+        divisors = total_strides(config["architecture"]["arch_kwargs"])
         config["patch_size"] = capped_patch_size(config["patch_size"], divisors, max_patch_voxels)
     target = folder / f"{variant_name}.json"
     text = json.dumps(plans, indent=4)

@@ -25,28 +25,18 @@ from os.path import join
 from typing import Sequence
 
 import torch
-from torch._dynamo import OptimizedModule
-from torch.nn.parallel import DistributedDataParallel
 
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_genesis.checkpoint import load_checkpoint, safe_torch_load
-from nnunet_genesis.errors import GenesisUserError, refuse_training
+from nnunet_genesis.network import unwrap_network
+from nnunet_genesis.errors import GenesisUserError, read_trainer_block, refuse_training
 
 from nnunet_genesis.trainers.freezing import ParameterFreezer
 from nnunet_genesis.trainers.plans_block import GenesisPlansBlock
 from nnunet_genesis.trainers.schedules import WarmupPolyLRScheduler
 
 TRANSFER_REPORT_NAME = "genesis_transfer_report.json"
-
-
-def bare_network(network: torch.nn.Module) -> torch.nn.Module:
-    """The module under DDP's and torch.compile's wrappers (same parameter objects)."""
-    if isinstance(network, DistributedDataParallel):
-        network = network.module
-    if isinstance(network, OptimizedModule):
-        network = network._orig_mod
-    return network
 
 
 def _norm_modules(module: torch.nn.Module) -> list[torch.nn.Module]:
@@ -172,10 +162,7 @@ class nnUNetTrainerGenesis(nnUNetTrainerWarmupPoly):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         # Checked before nnU-Net creates any output folder: a Genesis trainer needs a checkpoint.
-        try:
-            self.genesis_block = GenesisPlansBlock.from_plans(plans, who=f"Trainer {type(self).__name__}")
-        except GenesisUserError as e:
-            raise refuse_training(str(e)) from None
+        self.genesis_block = read_trainer_block(GenesisPlansBlock.from_plans, plans, self)
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.genesis_transfer_report = None
         self._fingerprint_after_init = None
@@ -190,7 +177,7 @@ class nnUNetTrainerGenesis(nnUNetTrainerWarmupPoly):
                 f"unpickle another file with weights_only=False (its code would run) and overwrite them. "
                 f"Drop -pretrained_weights, or attach other weights with 'nnunet-genesis attach'.")
         super().initialize()
-        self._fingerprint_after_init = _weight_fingerprint(bare_network(self.network))
+        self._fingerprint_after_init = _weight_fingerprint(unwrap_network(self.network))
 
     def on_train_start(self):
         if not self.was_initialized:
@@ -202,7 +189,7 @@ class nnUNetTrainerGenesis(nnUNetTrainerWarmupPoly):
         super().on_train_start()
 
     def _refuse_foreign_pretrained_weights(self) -> None:
-        if not torch.equal(_weight_fingerprint(bare_network(self.network)), self._fingerprint_after_init):
+        if not torch.equal(_weight_fingerprint(unwrap_network(self.network)), self._fingerprint_after_init):
             raise self._stopping(
                 f"The network weights of {type(self).__name__} were changed before training started, "
                 f"most likely by nnUNetv2_train's -pretrained_weights option. A Genesis trainer takes "
@@ -217,11 +204,11 @@ class nnUNetTrainerGenesis(nnUNetTrainerWarmupPoly):
         try:
             path = self.genesis_block.verified_checkpoint()
             checkpoint = load_checkpoint(path)
-            report = transfer_weights(bare_network(self.network), checkpoint, include_decoder=self.include_decoder,
+            report = transfer_weights(unwrap_network(self.network), checkpoint, include_decoder=self.include_decoder,
                                       allow_partial=self.genesis_block.allow_partial_transfer)
         except GenesisUserError as e:
             raise self._stopping(str(e)) from None
-        changes = adapt_start(bare_network(self.network), self.reset_norm_affine, self.reinit_last_decoder_stage)
+        changes = adapt_start(unwrap_network(self.network), self.reset_norm_affine, self.reinit_last_decoder_stage)
         report.notes.extend(changes)
         self.print_to_log_file(f"Genesis weights from {path} (sha256 {self.genesis_block.sha256}):\n"
                                f"{report.summary_text()}", add_timestamp=False)
@@ -282,7 +269,7 @@ class nnUNetTrainerGenesis_headWarmup(nnUNetTrainerGenesis):
 
     def initialize(self):
         super().initialize()
-        net = bare_network(self.network)
+        net = unwrap_network(self.network)
         head = _head_parameter_ids(net)
         self.head_warmup_epochs = max(1, int(round(self.head_warmup_share * self.num_epochs)))
         self.body_freezer = ParameterFreezer(
@@ -298,7 +285,7 @@ class nnUNetTrainerGenesis_lowLR(nnUNetTrainerGenesis):
 
     def configure_optimizers(self):
         optimizer, scheduler = super().configure_optimizers()
-        net = bare_network(self.network)
+        net = unwrap_network(self.network)
         head = _head_parameter_ids(net)
         group = optimizer.param_groups[0]
         options = {k: v for k, v in group.items() if k != "params"}
@@ -338,7 +325,7 @@ class nnUNetTrainerGenesis_freezeEncoder(nnUNetTrainerGenesis):
     def initialize(self):
         super().initialize()
         self.encoder_freezer = ParameterFreezer(
-            bare_network(self.network).encoder.parameters(),
+            unwrap_network(self.network).encoder.parameters(),
             is_frozen=lambda: self.current_epoch < self.freeze_encoder_epochs,
         ).attach(self.optimizer)
 
@@ -350,18 +337,27 @@ class nnUNetTrainerGenesis_freezeEncoder(nnUNetTrainerGenesis):
             self.print_to_log_file("Encoder unfrozen from this epoch on")
 
 
-class nnUNetTrainerGenesis_100epochs(nnUNetTrainerGenesis):
+class EpochsMixin:
+    """Sets ``num_epochs`` from the class attribute ``epochs``.
+
+    nnU-Net's ``training_length`` variants (``nnUNetTrainer_100epochs``) as one mixin, so the
+    Genesis and the scratch trainers get their lengths from one place.
+    """
+
+    epochs: int
+
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 100
+        self.num_epochs = self.epochs
 
 
-class nnUNetTrainerGenesis_250epochs(nnUNetTrainerGenesis):
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 250
+class nnUNetTrainerGenesis_100epochs(EpochsMixin, nnUNetTrainerGenesis):
+    epochs = 100
+
+
+class nnUNetTrainerGenesis_250epochs(EpochsMixin, nnUNetTrainerGenesis):
+    epochs = 250
 
 
 class SmokeScheduleMixin:
@@ -410,18 +406,12 @@ class nnUNetTrainerScratch(nnUNetTrainerWarmupPoly):
     """From-scratch baseline with exactly the Genesis schedule (warm-up + poly), no checkpoint."""
 
 
-class nnUNetTrainerScratch_100epochs(nnUNetTrainerScratch):
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 100
+class nnUNetTrainerScratch_100epochs(EpochsMixin, nnUNetTrainerScratch):
+    epochs = 100
 
 
-class nnUNetTrainerScratch_250epochs(nnUNetTrainerScratch):
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 250
+class nnUNetTrainerScratch_250epochs(EpochsMixin, nnUNetTrainerScratch):
+    epochs = 250
 
 
 class nnUNetTrainerScratch_smoke(SmokeScheduleMixin, nnUNetTrainerScratch):

@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from nnunet_genesis.blocks import check_known_keys
+
 
 def _check_rate(name: str, value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not 0.0 <= value <= 1.0:
@@ -96,10 +98,7 @@ class GenesisConfig:
         """Inverse of to_dict; unknown keys are an error (they signal a version mismatch)."""
         if not isinstance(data, Mapping):
             raise ValueError(f"GenesisConfig.from_dict expects a mapping, got {type(data).__name__}.")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"GenesisConfig.from_dict: unknown keys {unknown}; known keys are {sorted(known)}.")
+        check_known_keys(cls, data, "GenesisConfig.from_dict: the mapping")
         kwargs = dict(data)
         for name in ("inpaint_box_fraction", "outpaint_box_fraction"):
             if name in kwargs and isinstance(kwargs[name], list):

@@ -101,8 +101,3 @@ def shuffle_blocks(image: np.ndarray, blocks: ShuffleBlocks, rng: np.random.Gene
     """New array: ``image`` (C, X, Y, Z) with each block's voxels permuted (same for all channels)."""
     out = np.array(image, dtype=np.float32, order="C", copy=True)
     return shuffle_blocks_into(out, image, blocks, rng)
-
-
-def sample_and_shuffle(image: np.ndarray, rng: np.random.Generator, config: GenesisConfig) -> np.ndarray:
-    """Convenience: draw blocks for ``image`` and shuffle (used by tests and the preview)."""
-    return shuffle_blocks(image, sample_blocks(image.shape[1:], rng, config), rng)

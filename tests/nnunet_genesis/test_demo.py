@@ -161,7 +161,7 @@ def test_msd_task_must_be_a_decathlon_folder(tmp_path):
 
 
 def test_summary_states_the_difference_with_ci_and_significance():
-    from nnunet_genesis.demo import difference_lines
+    from nnunet_genesis.demo.summary import difference_lines
 
     def result(values):
         return {"summary": {"1": {}}, "label_names": {"1": "ellipsoid"},

@@ -118,7 +118,10 @@ def test_schedule_and_smoke_settings(env, hippocampus_plans, make_genesis_checkp
     assert (smoke.warmup_epochs, smoke.batch_size) == (1, 1)
     smoke.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
     assert smoke.inference_allowed_mirroring_axes is None
-    assert g.nnUNetTrainerGenesis_100epochs.__mro__[1] is g.nnUNetTrainerGenesis
+    assert issubclass(g.nnUNetTrainerGenesis_100epochs, g.nnUNetTrainerGenesis)
+    assert _trainer(g.nnUNetTrainerGenesis_100epochs, _plans(hippocampus_plans, ckpt), env).num_epochs == 100
+    assert _trainer(g.nnUNetTrainerScratch_250epochs, _plans(hippocampus_plans, name="nnUNetPlans"),
+                    env).num_epochs == 250
 
 
 def test_freeze_encoder_keeps_encoder_unchanged_in_frozen_epochs(env, hippocampus_plans,

@@ -1,0 +1,171 @@
+"""Label efficiency across seeds: per K, label and arm, the mean Dice/NSD over seeds x cases and
+each arm against a baseline (mean difference, 95 % bootstrap CI over seeds x cases, Wilcoxon p),
+the default start's criteria per (K, seed), a console table and the Dice-vs-K figure.
+
+A *run* is one record of ``benchmarks/transfer.py`` (one K, seed and arm): per-label means, the
+per-case values on the held-out cases, nnU-Net's pseudo Dice per epoch and the first epoch it
+left 0 per label.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from nnunet_genesis.outputs import new_figure, save_figure
+
+BASELINE = "scratch"
+
+
+def _rank(arm: str, order: Sequence[str]) -> tuple[int, str]:
+    """Arms in the caller's order, unknown ones after them by name."""
+    return (list(order).index(arm), "") if arm in order else (len(order), arm)
+
+
+def first_nonzero_epochs(pseudo_dice: list[list[float]], n_labels: int) -> list[int | None]:
+    """Per label, the first epoch whose pseudo Dice (nnU-Net's validation estimate) is above 0."""
+    out = []
+    for j in range(n_labels):
+        out.append(next((e for e, row in enumerate(pseudo_dice) if j < len(row) and row[j] > 0), None))
+    return out
+
+
+def _matrix(runs: list[dict], metric: str, label: str, seeds: list[int], cases: list[str]) -> np.ndarray:
+    by_seed = {r["seed"]: r for r in runs}
+    m = np.full((len(seeds), len(cases)), np.nan)
+    for i, s in enumerate(seeds):
+        for j, c in enumerate(cases):
+            v = by_seed[s]["cases"].get(c, {}).get(label, {}).get(metric)
+            if v is not None:
+                m[i, j] = v
+    return m
+
+
+def summarize(runs: list[dict], baseline: str = BASELINE, n_boot: int = 10_000, arm_order: Sequence[str] = ()) -> dict:
+    """Per K, label and arm: the arm's mean (and seed spread) and, against the baseline over the
+    seeds both have, the mean difference, its 95 % CI (bootstrap over seeds x cases) and Wilcoxon p."""
+    from nnunet_genesis.evaluation.statistics import bootstrap_mean_ci, seed_case_comparison
+
+    summary: dict = {}
+    for k in sorted({r["K"] for r in runs}):
+        at_k = [r for r in runs if r["K"] == k]
+        arms = sorted({r["arm"] for r in at_k}, key=lambda a: _rank(a, arm_order))
+        labels = list(at_k[0]["labels"])
+        cases = sorted(at_k[0]["cases"])
+        entry = {}
+        for label in labels:
+            per_arm = {}
+            for arm in arms:
+                mine = [r for r in at_k if r["arm"] == arm]
+                seeds = sorted(r["seed"] for r in mine)
+                row = {"n_seeds": len(seeds), "seeds": seeds}
+                for metric in ("dice", "nsd"):
+                    m = _matrix(mine, metric, label, seeds, cases)
+                    seed_means = np.nanmean(m, axis=1)
+                    row[metric] = {"mean": float(np.nanmean(m)), "seed_sd": float(np.std(seed_means, ddof=1))
+                                   if len(seeds) > 1 else None, "ci95": bootstrap_mean_ci(m, n_boot=n_boot)}
+                    if arm != baseline:
+                        base = [r for r in at_k if r["arm"] == baseline and r["seed"] in seeds]
+                        common = sorted(r["seed"] for r in base)
+                        if common:
+                            cmp = seed_case_comparison(_matrix(base, metric, label, common, cases),
+                                                       _matrix(mine, metric, label, common, cases), n_boot=n_boot)
+                            row[metric]["vs_" + baseline] = {"mean_diff": cmp.mean_diff, "ci95": cmp.ci95 and list(cmp.ci95),
+                                                             "p": cmp.p_value, "n_seeds": cmp.n_seeds,
+                                                             "n_cases": cmp.n_cases, "note": cmp.note}
+                per_arm[arm] = row
+            entry[label] = {"name": at_k[0]["label_names"].get(label, label), "arms": per_arm}
+        summary[str(k)] = entry
+    return summary
+
+
+def criteria(runs: list[dict], arm: str = "genesis", baseline: str = BASELINE) -> list[dict]:
+    """The default start's criteria per (K, seed): its pseudo Dice leaves 0 on every label no later
+    than the baseline's, and its final mean Dice (over labels) is at least the baseline's."""
+    out = []
+    index = {(r["K"], r["seed"], r["arm"]): r for r in runs}
+    for (k, seed, a), r in sorted(index.items()):
+        b = index.get((k, seed, baseline))
+        if a != arm or b is None:
+            continue
+        never = 10 ** 9
+        leaves = all((x if x is not None else never) <= (y if y is not None else never)
+                     for x, y in zip(r["first_nonzero_epoch"], b["first_nonzero_epoch"]))
+        mean_r = float(np.mean([v["dice"] for v in r["labels"].values()]))
+        mean_b = float(np.mean([v["dice"] for v in b["labels"].values()]))
+        out.append({"K": k, "seed": seed, "first_nonzero": r["first_nonzero_epoch"],
+                    "first_nonzero_baseline": b["first_nonzero_epoch"], "leaves_zero_no_later": leaves,
+                    "mean_dice": mean_r, "mean_dice_baseline": mean_b, "mean_dice_not_lower": mean_r >= mean_b})
+    return out
+
+
+def table(results: dict) -> str:
+    def f(v):
+        return "  n/a" if v is None else f"{v:.3f}"
+
+    lines = [f"{results['task']}, setting {results['setting']} on {results['device']}; Dice on "
+             f"{results['n_eval']} held-out cases; mean over seeds x cases; diff vs {BASELINE} with 95 % CI "
+             f"(bootstrap over seeds x cases) and Wilcoxon p",
+             f"{'K':>3}  {'label':<14} {'arm':<14} {'seeds':>5} {'Dice':>6} {'seed SD':>7} {'diff':>7} "
+             f"{'95% CI':>17} {'p':>8}"]
+    for k, entry in results["summary"].items():
+        for label, e in entry.items():
+            for arm, row in e["arms"].items():
+                d = row["dice"]
+                vs = d.get("vs_" + BASELINE)
+                diff = f"{vs['mean_diff']:+.3f}" if vs and vs["mean_diff"] is not None else ""
+                ci = f"[{vs['ci95'][0]:+.3f}, {vs['ci95'][1]:+.3f}]" if vs and vs["ci95"] else ""
+                p = (f"{vs['p']:.2g}" if vs["p"] is not None else "n/a") if vs else ""
+                sd = f"{d['seed_sd']:.3f}" if d["seed_sd"] is not None else "  n/a"
+                lines.append(f"{k:>3}  {label + ' ' + e['name']:<14} {arm:<14} {row['n_seeds']:>5} {f(d['mean']):>6} "
+                             f"{sd:>7} {diff:>7} {ci:>17} {p:>8}")
+    if results["criteria"]:
+        lines.append("")
+        lines.append(f"default start vs {BASELINE}, per (K, seed): pseudo Dice leaves 0 on every label no later; "
+                     f"final mean Dice not lower")
+        for c in results["criteria"]:
+            lines.append(f"  K={c['K']:<3} seed {c['seed']:<3} first epoch > 0: {c['first_nonzero']} vs "
+                         f"{c['first_nonzero_baseline']}  {'ok ' if c['leaves_zero_no_later'] else 'NO '}   "
+                         f"mean Dice {c['mean_dice']:.3f} vs {c['mean_dice_baseline']:.3f}  "
+                         f"{'ok' if c['mean_dice_not_lower'] else 'NO'}")
+    return "\n".join(lines)
+
+
+def plot(results: dict, path: Path, arm_order: Sequence[str] = ()) -> None:
+    summary = results["summary"]
+    ks = sorted(int(k) for k in summary)
+    if not ks:
+        return
+    labels = list(summary[str(ks[0])])
+    arms = sorted({a for k in summary for lab in summary[k].values() for a in lab["arms"]},
+                  key=lambda a: _rank(a, arm_order))
+    fig = new_figure(figsize=(5 * len(labels), 4))
+    axes = fig.subplots(1, len(labels), squeeze=False)
+    for ax, label in zip(axes[0], labels):
+        for arm in arms:
+            xs, mean, lo, hi = [], [], [], []
+            for k in ks:
+                row = summary[str(k)][label]["arms"].get(arm)
+                if row is None:
+                    continue
+                xs.append(k)
+                mean.append(row["dice"]["mean"])
+                ci = row["dice"]["ci95"] or [row["dice"]["mean"]] * 2
+                lo.append(ci[0])
+                hi.append(ci[1])
+            line, = ax.plot(xs, mean, "o-" if arm != BASELINE else "s--", label=arm)
+            ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15)
+        ax.set_title(f"{summary[str(ks[0])][label]['name']} (label {label})")
+        ax.set_xlabel("labelled training cases K")
+        ax.set_ylabel("Dice (mean, 95 % CI over seeds x cases)")
+        ax.set_xscale("log")
+        ax.set_xticks(ks)
+        ax.set_xticklabels([str(k) for k in ks])
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{results['task']}: label efficiency ({results['setting']} setting)")
+    fig.tight_layout()
+    save_figure(fig, path, dpi=110)
