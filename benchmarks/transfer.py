@@ -378,6 +378,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--training-mirroring", choices=("on", "off"),
                    help="mirroring augmentation while fine-tuning (default: the setting's; cpu: off)")
     p.add_argument("--quick", action="store_true", help="a few iterations only: checks that every phase runs")
+    p.add_argument("--report-only", action="store_true",
+                   help="run nothing: write the JSON, PNG and table from the units finished so far (a protocol "
+                        "completed over several invocations can be read at any point; the folder is not changed "
+                        "except for those three outputs)")
     return p.parse_args(argv)
 
 
@@ -440,19 +444,30 @@ def main(argv=None) -> int:
                                    f"change between runs of one folder.)")
         if out.is_dir() and any(out.iterdir()) and not config_file.is_file():
             raise GenesisUserError(f"{out} is not empty and is not a benchmark folder; choose another -o.")
-        out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(config, config_file)
         bench = TransferBenchmark(out, msd, args.device, setting_name, setting, args.split_seed, args.max_cases, jobs)
-        bench.ws.make()
-        print(f"transfer benchmark in {out} (logs: {bench.ws.logs}); K {ks}, seeds {seeds}, arms {arms}, "
-              f"{jobs} job(s) at a time")
         t0 = time.monotonic()
-        durations = run_steps(bench.ws, bench.shared_steps(), "transfer")
-        folds = bench.register_folds(ks, seeds)
         units = [(k, s, a) for k in ks for s in seeds for a in arms]
-        todo = pending_units(out, units)
-        print(f"{len(units) - len(todo)} of {len(units)} unit(s) done earlier (skipped); {len(todo)} to run")
-        run_units(bench, todo, folds)
+        if args.report_only:
+            if not bench.cases_file.is_file():
+                raise GenesisUserError(f"--report-only: {out} holds no prepared benchmark ({bench.cases_file} is "
+                                       f"missing); run without --report-only first.")
+            durations = {n: float(bench.ws.done_info(n).get("seconds", 0.0)) for n in ("convert", "preprocess",
+                         "pretrain", "attach") if bench.ws.is_done(n)}
+            missing = pending_units(out, units)
+            if missing:
+                print(f"--report-only: {len(missing)} of {len(units)} unit(s) not finished yet, reported without: "
+                      + ", ".join(unit_name(*u) for u in missing))
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(config, config_file)
+            bench.ws.make()
+            print(f"transfer benchmark in {out} (logs: {bench.ws.logs}); K {ks}, seeds {seeds}, arms {arms}, "
+                  f"{jobs} job(s) at a time")
+            durations = run_steps(bench.ws, bench.shared_steps(), "transfer")
+            folds = bench.register_folds(ks, seeds)
+            todo = pending_units(out, units)
+            print(f"{len(units) - len(todo)} of {len(units)} unit(s) done earlier (skipped); {len(todo)} to run")
+            run_units(bench, todo, folds)
         runs = [r for r in load_runs(out) if r["K"] in ks and r["seed"] in seeds and r["arm"] in arms]
         cases = bench.cases()
         results = {"task": msd.name, "setting": setting_name, "device": args.device, "setting_values": asdict(setting),

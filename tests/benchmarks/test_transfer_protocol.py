@@ -101,3 +101,11 @@ def test_plot_writes_a_png(transfer, tmp_path):
     results = {"task": "T", "setting": "cpu", "summary": transfer.summarize(runs, n_boot=200)}
     transfer.plot(results, tmp_path / "p.png")
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_first_epoch_above_half_on_every_label(transfer):
+    from nnunet_genesis.evaluation.label_efficiency import first_epoch_all_above
+
+    assert first_epoch_all_above([[0.0, 0.6], [0.55, 0.4], [0.6, 0.7], [0.9, 0.9]]) == 2
+    assert first_epoch_all_above([[0.6, 0.0]]) is None
+    assert first_epoch_all_above([]) is None
