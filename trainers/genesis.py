@@ -145,10 +145,9 @@ class nnUNetTrainerGenesis(nnUNetTrainerWarmupPoly):
 
     The start (which weights are kept, which are reset) is set by the class attributes below;
     each variant further down changes one of them. The default is the papers' start: encoder,
-    stem and decoder as restoration left them, only the segmentation head random. In the
-    hippocampus protocol it was the start that met the criteria against scratch, while the
-    encoder-only start (``_encoderOnly``) was worse than scratch at K = 5
-    (docs/benchmark_transfer.md, "Fine-tuning starts").
+    stem and decoder as restoration left them, only the segmentation head random. How it
+    compares with the other starts and with scratch, and where it does not help, is measured in
+    docs/benchmark_transfer.md.
 
     Raises ``GenesisUserError`` (training does not start) when the plans name no checkpoint,
     the file is missing, its sha256 differs from the one recorded by ``attach``, or its
