@@ -170,6 +170,7 @@ def plot(results: dict, path: Path, arm_order: Sequence[str] = ()) -> None:
         ax.set_xlabel("labelled training cases K")
         ax.set_ylabel("Dice (mean, 95 % CI over seeds x cases)")
         ax.set_xscale("log")
+        ax.minorticks_off()  # the log axis would label minor ticks such as 6 x 10^0
         ax.set_xticks(ks)
         ax.set_xticklabels([str(k) for k in ks])
         ax.set_ylim(0, 1)
