@@ -194,7 +194,9 @@ def _positive(name: str, value) -> None:
 def run(args) -> int:
     from nnunet_genesis.pretraining.launch import STATE_FILE, RunState, train
     from nnunet_genesis.pretraining.options import PLANS_KEY, PretrainOptions
+    from nnunet_genesis.pretraining.folders import NnunetFolders, nnunet_environment
     from nnunet_genesis.pretraining.prepare import PrepareRequest, prepare_run
+    from nnunet_genesis.pretraining.sources import resolve_raw_dataset
 
     for name in ("--iters-per-epoch", "--val-patches", "--png-every", "--save-every", "--batch-size", "--epochs"):
         _positive(name, getattr(args, name[2:].replace("-", "_")))
@@ -257,13 +259,18 @@ def run(args) -> int:
             modality=args.modality, skip_bad=args.skip_bad,
             workers=args.workers if args.workers else min(4, os.cpu_count() or 1),
             dataset_id=args.dataset_id, val_fraction=args.val_fraction, options=options)
+        folders = NnunetFolders.resolve(out)
         with removed_on_failure(out):
-            state = prepare_run(request)
+            # -d names and ids are looked up in the user's nnUNet_raw, before OUT/nnunet_work stands in for it
+            request.datasets = [str(resolve_raw_dataset(d)) for d in request.datasets]
+            with nnunet_environment(folders):
+                state = prepare_run(request, folders)
             _check_batch(state, args.num_gpus)
     if args.prepare_only:
         print(_prepared_message(state, out))
         return 0
-    train(state, device, args.num_gpus, resume=args.resume, extra_env=extra_env)
+    with nnunet_environment(state.nnunet_folders, extra_env):
+        train(state, device, args.num_gpus, resume=args.resume)
     final = out / "genesis_final.pth"
     if not final.is_file():
         raise GenesisUserError(f"Training ended without writing {final}; see the log in {state.output_folder()}.",

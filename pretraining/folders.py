@@ -80,7 +80,9 @@ def nnunet_environment(folders: NnunetFolders, extra: dict[str, str] | None = No
     """Set the nnU-Net folder variables (and ``extra``) for the duration of the block.
 
     nnU-Net reads them when it needs them, and processes started inside the block (data
-    workers, DDP ranks) inherit them; the caller's environment is restored afterwards.
+    workers, DDP ranks) inherit them; the caller's environment is restored afterwards. Only the
+    entry points (``nnunet-genesis pretrain``, the torchrun launcher) enter it: library
+    functions read the environment and never change it.
     """
     values = {**folders.to_dict(), **(extra or {})}
     saved = {k: os.environ.get(k) for k in values}

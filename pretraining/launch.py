@@ -107,11 +107,11 @@ def run_trainer(state: RunState, device: torch.device, resume: bool) -> None:
     trainer.perform_actual_validation(False)
 
 
-def _ddp_worker(rank: int, world_size: int, state: RunState, device_type: str, resume: bool) -> None:
+def _ddp_worker(rank: int, world_size: int, port: int, state: RunState, device_type: str, resume: bool) -> None:
     import torch.distributed as dist
 
     backend = "nccl" if device_type == "cuda" else "gloo"
-    dist.init_process_group(backend, rank=rank, world_size=world_size)
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
     try:
         if device_type == "cuda":
             torch.cuda.set_device(rank)
@@ -124,22 +124,20 @@ def _ddp_worker(rank: int, world_size: int, state: RunState, device_type: str, r
         dist.destroy_process_group()
 
 
-def train(state: RunState, device: torch.device, num_processes: int, resume: bool,
-          extra_env: dict[str, str] | None = None) -> None:
-    """Run (or resume) the prepared pretraining in 1 or ``num_processes`` processes."""
-    env = dict(extra_env or {})
-    if num_processes > 1:
-        env.setdefault("MASTER_ADDR", "127.0.0.1")
-        from nnunetv2.run.run_training import find_free_network_port
+def train(state: RunState, device: torch.device, num_processes: int, resume: bool) -> None:
+    """Run (or resume) the prepared pretraining in 1 or ``num_processes`` processes.
 
-        env.setdefault("MASTER_PORT", str(find_free_network_port()))
-    with nnunet_environment(state.nnunet_folders, env):
-        if num_processes <= 1:
-            run_trainer(state, device, resume)
-        else:
-            import torch.multiprocessing as mp
+    Call inside ``nnunet_environment(state.nnunet_folders)``: nnU-Net reads its folders from the
+    environment, and the spawned ranks inherit it.
+    """
+    if num_processes <= 1:
+        run_trainer(state, device, resume)
+        return
+    import torch.multiprocessing as mp
+    from nnunetv2.run.run_training import find_free_network_port
 
-            mp.spawn(_ddp_worker, args=(num_processes, state, device.type, resume), nprocs=num_processes, join=True)
+    mp.spawn(_ddp_worker, args=(num_processes, find_free_network_port(), state, device.type, resume),
+             nprocs=num_processes, join=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

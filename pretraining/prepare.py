@@ -24,13 +24,12 @@ import numpy as np
 from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.pretraining import plans as plans_lib
 from nnunet_genesis.outputs import write_json_atomic
-from nnunet_genesis.pretraining.folders import (DATASET_SUFFIX, NnunetFolders, choose_dataset_name,
-                                                nnunet_environment)
+from nnunet_genesis.pretraining.folders import DATASET_SUFFIX, NnunetFolders, choose_dataset_name
 from nnunet_genesis.pretraining.launch import RunState
 from nnunet_genesis.pretraining.options import PLANS_KEY, PretrainOptions
 from nnunet_genesis.pretraining.raw_dataset import (SOURCES_FILE, convert_to_raw_dataset, publish,
                                                     sources_record, write_dataset_json)
-from nnunet_genesis.pretraining.sources import (BadInput, ScanResult, check_channel_counts, resolve_raw_dataset,
+from nnunet_genesis.pretraining.sources import (BadInput, ScanResult, check_channel_counts,
                                                 scan_input, scan_raw_dataset)
 
 FOLD = 0
@@ -109,17 +108,14 @@ def _channel_names(request: PrepareRequest, cases, n_channels: int, target_names
     return list(from_dataset) if from_dataset else ["CT"] * n_channels
 
 
-def prepare_run(request: PrepareRequest) -> RunState:
-    """Steps 1-6 above; returns the state that ``launch.train`` runs."""
+def prepare_run(request: PrepareRequest, folders: NnunetFolders) -> RunState:
+    """Steps 1-6 above; returns the state that ``launch.train`` runs.
+
+    nnU-Net reads its folders from the environment: call inside
+    ``pretraining.folders.nnunet_environment(folders)`` (the CLI entry point does), with ``request.datasets``
+    already resolved against the user's own nnUNet_raw (``sources.resolve_raw_dataset``).
+    """
     out = Path(request.out).resolve()
-    folders = NnunetFolders.resolve(out)
-    # -d names and ids are looked up in the user's nnUNet_raw, before OUT/nnunet_work stands in for it
-    request.datasets = [str(resolve_raw_dataset(d)) for d in request.datasets]
-    with nnunet_environment(folders):
-        return _prepare(request, out, folders)
-
-
-def _prepare(request: PrepareRequest, out: Path, folders: NnunetFolders) -> RunState:
     target_names = None
     plans_from = None
     if request.plans_from is not None:
