@@ -39,11 +39,6 @@ class ParameterFreezer:
         self._handle = optimizer.register_step_pre_hook(self._drop_frozen_gradients)
         return self
 
-    def detach(self) -> None:
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
-
     def _drop_frozen_gradients(self, optimizer, args, kwargs) -> None:
         if self.is_frozen():
             for p in self.parameters:
