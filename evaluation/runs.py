@@ -10,7 +10,6 @@ gt_segmentations``; it is computed on the validation predictions with ``evaluate
 from __future__ import annotations
 
 import math
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,9 +153,11 @@ def load_nnunet_results(folder: Path, name: str, nsd: NSDSettings, progress: boo
 def _add_nsd(run: RunResult, cases_per_fold: dict[Path, list[str]], dataset_name: str, file_ending: str,
              nsd: NSDSettings, progress: bool) -> None:
     """Compute NSD on the validation predictions when references and a tolerance are known."""
+    from nnunetv2.paths import nnUNet_preprocessed
+
     ref_dir = nsd.ref_dir
-    if ref_dir is None and os.environ.get("nnUNet_preprocessed"):
-        candidate = Path(os.environ["nnUNet_preprocessed"]) / dataset_name / "gt_segmentations"
+    if ref_dir is None and nnUNet_preprocessed:
+        candidate = Path(nnUNet_preprocessed) / dataset_name / "gt_segmentations"
         ref_dir = candidate if candidate.is_dir() else None
     if ref_dir is None:
         run.notes.append(f"NSD not computed: no reference segmentations (give --ref, or set nnUNet_preprocessed "

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from nnunet_genesis.errors import GenesisUserError
-from nnunet_genesis.volumes import error_detail
+from nnunet_genesis.file_checks import error_detail
 
 DEFAULT_FILE_ENDING = ".nii.gz"
 # nnU-Net's channel suffix on image files: case_0000.nii.gz, case_0001.nii.gz, ...

@@ -161,8 +161,8 @@ def run_logged(cmd: Sequence[str], log: Path, env: Mapping[str, str], status: Ca
 def dataset_name_for(raw: Path, dataset_id: int) -> str:
     """``DatasetXXX_Name`` of an id inside a workspace's ``raw`` (exactly one must exist).
 
-    Not nnU-Net's ``maybe_convert_to_dataset_name``: that searches the nnU-Net folders fixed when
-    ``nnunetv2.paths`` was imported, and a workspace's folders are set only for its commands."""
+    Not nnU-Net's ``maybe_convert_to_dataset_name``: that searches the nnU-Net folders of this
+    process's environment, and a workspace's folders are set only for its commands."""
     matches = sorted(p.name for p in raw.glob(f"Dataset{dataset_id:03d}_*") if p.is_dir())
     if len(matches) != 1:
         raise GenesisUserError(f"Expected one dataset with id {dataset_id} in {raw}, found {matches or 'none'}.")

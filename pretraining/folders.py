@@ -32,7 +32,10 @@ class NnunetFolders:
     def resolve(cls, out: Path) -> "NnunetFolders":
         """Each folder from its environment variable when set, else ``OUT/nnunet_work/<name>``."""
         work = Path(out).resolve() / "nnunet_work"
-        paths = [Path(os.environ[n]).resolve() if os.environ.get(n) else work / n for n in NNUNET_FOLDERS]
+        from nnunetv2 import paths as nnunet_paths
+
+        paths = [Path(getattr(nnunet_paths, n)).resolve() if getattr(nnunet_paths, n) else work / n
+                 for n in NNUNET_FOLDERS]
         return cls(*paths)
 
     @classmethod

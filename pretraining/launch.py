@@ -78,7 +78,7 @@ class RunState:
 
         from nnunet_genesis.pretraining.trainer import nnUNetTrainerGenesisPretrain
 
-        # nnU-Net's get_output_folder reads nnUNet_results fixed at import; this run's folder may differ
+        # nnU-Net's get_output_folder reads this process's nnUNet_results; the run's own may differ
         identifier = convert_trainer_plans_config_to_identifier(nnUNetTrainerGenesisPretrain.__name__,
                                                                 self.plans_identifier, self.configuration)
         return self.nnunet_folders.results / self.dataset_name / identifier / f"fold_{self.fold}"

@@ -136,22 +136,23 @@ def resolve_raw_dataset(name_or_path: str) -> Path:
         if not (p / "dataset.json").is_file():
             raise GenesisUserError(f"-d {name_or_path}: folder has no dataset.json, so it is not an nnU-Net raw dataset.")
         return p
-    raw = os.environ.get("nnUNet_raw")
-    if not raw:
+    from nnunetv2.paths import nnUNet_raw
+
+    if not nnUNet_raw:
         raise GenesisUserError(
             f"-d {name_or_path}: not a folder, and nnUNet_raw is not set to look the dataset up by "
             f"name or id. Give the dataset folder's path or set nnUNet_raw.")
     candidates = []
     if name_or_path.isdigit():
         prefix = f"Dataset{int(name_or_path):03d}_"
-        candidates = sorted(d for d in Path(raw).glob(prefix + "*") if d.is_dir())
-    elif (Path(raw) / name_or_path).is_dir():
-        candidates = [Path(raw) / name_or_path]
+        candidates = sorted(d for d in Path(nnUNet_raw).glob(prefix + "*") if d.is_dir())
+    elif (Path(nnUNet_raw) / name_or_path).is_dir():
+        candidates = [Path(nnUNet_raw) / name_or_path]
     if len(candidates) != 1 or not (candidates[0] / "dataset.json").is_file():
         found = ", ".join(c.name for c in candidates) or "none"
         raise GenesisUserError(
             f"-d {name_or_path}: no unique nnU-Net raw dataset of that name or id with a dataset.json "
-            f"in nnUNet_raw={raw} (found: {found}).")
+            f"in nnUNet_raw={nnUNet_raw} (found: {found}).")
     return candidates[0]
 
 

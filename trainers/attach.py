@@ -33,7 +33,9 @@ _SUMMARY_KEYS = ("format_version", "source", "network_class", "input_channels", 
 
 def resolve_dataset_folder(dataset: str) -> Path:
     """nnUNet_preprocessed/DatasetXXX_NAME for an id or a name, as a user error if absent."""
-    if not os.environ.get("nnUNet_preprocessed"):
+    from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
+
+    if not nnUNet_preprocessed:
         raise GenesisUserError("nnUNet_preprocessed is not set; attach writes the plans variant into "
                                "nnUNet_preprocessed/DATASET (see 'nnunet-genesis env').")
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
@@ -42,9 +44,9 @@ def resolve_dataset_folder(dataset: str) -> Path:
         name = maybe_convert_to_dataset_name(dataset)
     except (RuntimeError, ValueError, AssertionError) as e:
         raise GenesisUserError(
-            f"Dataset {dataset!r} was not found in nnUNet_raw={os.environ.get('nnUNet_raw', '(not set)')} or "
-            f"nnUNet_preprocessed={os.environ['nnUNet_preprocessed']} ({str(e).splitlines()[0]})") from None
-    folder = Path(os.environ["nnUNet_preprocessed"]) / name
+            f"Dataset {dataset!r} was not found in nnUNet_raw={nnUNet_raw if nnUNet_raw else '(not set)'} or "
+            f"nnUNet_preprocessed={nnUNet_preprocessed} ({str(e).splitlines()[0]})") from None
+    folder = Path(nnUNet_preprocessed) / name
     if not folder.is_dir():
         raise GenesisUserError(f"{folder} does not exist: plan and preprocess dataset {name} first "
                                f"(nnUNetv2_plan_and_preprocess -d {dataset}).")
