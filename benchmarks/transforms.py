@@ -5,6 +5,8 @@ Run:  python benchmarks/transforms.py            (full: 64x64x32 and 128^3, abou
       python benchmarks/transforms.py --repeat 5 (the full-pipeline comparison 5 times per size:
                                                   the spread on a shared machine, and how many
                                                   repeats reach the issue's 25x target)
+      python benchmarks/transforms.py --pipeline (only the data-pipeline share: nnU-Net's spatial +
+                                                  mirror augmentation vs ``corrupt`` per 128^3 patch)
 
 Everything runs on ONE CPU core (thread pools limited before NumPy/torch are imported).
 Times are CPU seconds of this process (``time.process_time``), which on a single thread is
@@ -12,9 +14,9 @@ the work done, unaffected by other jobs sharing the machine; wall times are prin
 The reference below is a straightforward transcription of the papers' algorithm (Zhou et al.,
 MICCAI 2019 / MedIA 2021) with one Python iteration per shuffle block and per painting box,
 the same configuration, the same semantics (range-aware, sorted Bezier control points) and
-the same seeds as ``corrupt``; it draws its seven yes/no decisions first, in ``corrupt``'s
-order, so both sides apply the same corruptions to each seed. It is kept here only as the
-yardstick.
+the same seeds as ``corrupt``; it draws its yes/no decisions first, as ``corrupt`` does
+(``CorruptionDecisions.sample``), so both sides apply the same corruptions to each seed. It
+is kept here only as the yardstick.
 """
 
 from __future__ import annotations
@@ -35,8 +37,12 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
+from numba import njit  # noqa: E402
+
 from nnunet_genesis.transforms import GenesisConfig, corrupt, corrupt_batch  # noqa: E402
-from nnunet_genesis.transforms.kernels import compile_kernels  # noqa: E402
+from nnunet_genesis.transforms import local_shuffle, nonlinear  # noqa: E402
+from nnunet_genesis.transforms.config import CorruptionDecisions  # noqa: E402
+from nnunet_genesis.transforms.kernels import _GOLDEN, _U32, _splitmix_at, compile_kernels  # noqa: E402
 
 
 # --------------------------------------------------------------------------------------
@@ -52,19 +58,18 @@ def reference_corrupt(image: np.ndarray, rng: np.random.Generator, cfg: GenesisC
             timings[name] = timings.get(name, 0.0) + time.process_time() - t0
 
     t0 = time.process_time()
-    # the seven yes/no decisions are drawn first, in corrupt()'s order, so that for a given seed
+    # the yes/no decisions are drawn first, as corrupt() draws them, so that for a given seed
     # both sides apply the same corruptions (a fair comparison with few seeds)
-    flip_x, flip_y, flip_z, do_local, do_curve, do_paint, do_outpaint = rng.random(7)
+    decide = CorruptionDecisions.sample(rng, cfg)
     x = image
-    for axis, u in zip((1, 2, 3), (flip_x, flip_y, flip_z)):
-        if u < cfg.flip_rate:
-            x = np.flip(x, axis)
+    for axis in decide.flip_axes:
+        x = np.flip(x, axis)
     x = np.array(x, dtype=np.float32)
     target = x.copy()
     tick("flip", t0)
 
     t0 = time.process_time()
-    if do_local < cfg.local_rate:
+    if decide.shuffle:
         out = x.copy()
         maxe = [max(1, int(d * cfg.shuffle_max_block_fraction)) for d in dims]
         for _ in range(cfg.shuffle_blocks):
@@ -82,7 +87,7 @@ def reference_corrupt(image: np.ndarray, rng: np.random.Generator, cfg: GenesisC
     tick("local shuffle", t0)
 
     t0 = time.process_time()
-    if do_curve < cfg.nonlinear_rate:
+    if decide.curve:
         t = np.linspace(0.0, 1.0, cfg.bezier_lut_size)   # same curve resolution as corrupt()
         for c in range(C):
             lo, hi = float(x[c].min()), float(x[c].max())
@@ -99,9 +104,9 @@ def reference_corrupt(image: np.ndarray, rng: np.random.Generator, cfg: GenesisC
     tick("non-linear", t0)
 
     t0 = time.process_time()
-    if do_paint < cfg.paint_rate:
+    if decide.paint:
         lo, hi = x.reshape(C, -1).min(1), x.reshape(C, -1).max(1)
-        outpaint = do_outpaint < cfg.outpaint_rate
+        outpaint = decide.outpaint
         frac = cfg.outpaint_box_fraction if outpaint else cfg.inpaint_box_fraction
         b = cfg.paint_border
         if min(dims) - 2 * b >= 1:
@@ -215,15 +220,167 @@ def torch_throughput(shape: tuple[int, int, int], device: str, batch: int, reps:
     return reps * batch / (time.perf_counter() - t0)
 
 
+# --------------------------------------------------------------------------------------
+# The data pipeline: nnU-Net's spatial + mirror augmentation and corrupt, per 128^3 patch;
+# corrupt with the eight-lane gathers of simd.py and with plain scalar loops instead.
+# --------------------------------------------------------------------------------------
+@njit(nogil=True, fastmath=True)  # as kernels.map_intervals: bit-identical output (a fused multiply-add)
+def map_intervals_scalar(src, dst, first, stop, lo, hi, scale, a, b):
+    """kernels.map_intervals with a scalar loop instead of simd.gather_piecewise_linear."""
+    last = a.shape[1] - 1
+    for c in range(src.shape[0]):
+        s, d = src[c], dst[c]
+        l, h, sc, ac, bc = lo[c], hi[c], scale[c], a[c], b[c]
+        for q in range(first.shape[0]):
+            for v in range(np.uint64(first[q]), np.uint64(stop[q])):
+                u = s[v] - l
+                k = np.uint64(min(max(np.int64(np.int32(u * sc)), 0), last))
+                y = ac[k] + bc[k] * u
+                d[v] = min(max(y, l), h)
+
+
+@njit(nogil=True)
+def shuffle_blocks_flat_scalar(src, dst, starts, sizes, shape_yz, seed):
+    """kernels.shuffle_blocks_flat with a scalar copy loop instead of simd.gather_copy."""
+    Y, Z = shape_yz[0], shape_yz[1]
+    YZ = Y * Z
+    n = starts.shape[0]
+    largest = 2
+    for k in range(n):
+        largest = max(largest, sizes[k, 0] * sizes[k, 1] * sizes[k, 2])
+    perm = np.empty(largest, dtype=np.int64)
+    draws = np.empty((largest + 1) // 2, dtype=np.uint64)
+    halves = draws.view(np.uint32)
+    state = np.uint64(seed)
+    for k in range(n):
+        base = starts[k, 0] * YZ + starts[k, 1] * Z + starts[k, 2]
+        sx, sy, sz = sizes[k, 0], sizes[k, 1], sizes[k, 2]
+        m = sx * sy * sz
+        h = (m + 1) // 2
+        for q in range(h):
+            draws[q] = _splitmix_at(state, np.uint64(q + 1))
+        state += np.uint64(h) * _GOLDEN
+        v, ez, ey = base, 0, 0
+        for i in range(m):
+            j = (np.uint64(halves[i]) * np.uint64(i + 1)) >> _U32
+            perm[i] = perm[j]
+            perm[j] = v
+            v += 1
+            ez += 1
+            if ez == sz:
+                ez = 0
+                ey += 1
+                v += Z - sz
+                if ey == sy:
+                    ey = 0
+                    v += YZ - sy * Z
+        for c in range(src.shape[0]):
+            s, d = src[c], dst[c]
+            i = np.uint64(0)
+            for dx in range(sx):
+                for dy in range(sy):
+                    row = np.uint64(base + dx * YZ + dy * Z)
+                    for dz in range(np.uint64(sz)):
+                        d[row + dz] = s[np.uint64(perm[i + dz])]
+                    i += np.uint64(sz)
+    return state
+
+
+def corrupt_scalar(image: np.ndarray, rng: np.random.Generator, cfg: GenesisConfig):
+    """``corrupt`` with the two gather kernels swapped for their scalar copies (same output)."""
+    saved = nonlinear.map_intervals, local_shuffle.shuffle_blocks_flat
+    nonlinear.map_intervals, local_shuffle.shuffle_blocks_flat = map_intervals_scalar, shuffle_blocks_flat_scalar
+    try:
+        return corrupt(image, rng, cfg)
+    finally:
+        nonlinear.map_intervals, local_shuffle.shuffle_blocks_flat = saved
+
+
+def nnunet_spatial_augmentation(patch_size: tuple[int, int, int]):
+    """(transform, input patch size): nnU-Net 2.x's SpatialTransform + MirrorTransform for a 3D
+    fullres plan with this patch (as ``nnUNetTrainer`` configures them: rotation +-30 degrees and
+    scaling 0.7-1.4, each with probability 0.2, mirroring on all axes), and the larger patch its
+    loader crops for them (``get_patch_size``)."""
+    from batchgeneratorsv2.transforms.spatial.mirroring import MirrorTransform
+    from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
+    from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
+    from nnunetv2.training.data_augmentation.compute_initial_patch_size import get_patch_size
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    rotation = (-30.0 / 360 * 2 * np.pi, 30.0 / 360 * 2 * np.pi)
+    full = nnUNetTrainer.get_training_transforms(patch_size, rotation, None, (0, 1, 2), False)
+    kept = [t for t in full.transforms if isinstance(t, (SpatialTransform, MirrorTransform))]
+    assert len(kept) == 2, kept
+    initial = tuple(int(v) for v in get_patch_size(patch_size, rotation, rotation, rotation, (0.85, 1.25)))
+    return ComposeTransforms(kept), initial
+
+
+def pipeline(volume: str | None, cfg: GenesisConfig, seeds: int, reps: int) -> None:
+    """Per 128^3 patch, CPU ms: spatial + mirror augmentation, corrupt (gathers), corrupt (scalar).
+
+    Each repetition runs the same ``seeds`` samples; per sample the three are timed one after
+    the other (the two corrupt variants in alternating order, on the same augmented patch and
+    seed), so a slow stretch of a shared machine hits all three alike. Printed: the median over
+    the repetitions of each one's mean per sample, and the median of the paired difference.
+    """
+    patch = (128, 128, 128)
+    augment, initial = nnunet_spatial_augmentation(patch)
+    image = torch.from_numpy(load_crop(volume, initial) if volume else test_volume(initial))
+    seg = torch.zeros(image.shape, dtype=torch.int16)  # pretraining's all-background placeholder label
+    print(f"== data pipeline per {patch[0]}^3 patch ({'crop of ' + volume if volume else 'synthetic z-scored'}; "
+          f"loader patch {initial}), {seeds} samples x {reps} repetitions ==")
+
+    def augmented(s: int) -> np.ndarray:
+        np.random.seed(s)
+        torch.manual_seed(s)
+        with torch.no_grad():
+            return augment(image=image.clone(), segmentation=seg.clone())["image"]
+
+    for s in range(2):  # warm-up, and the two variants agree
+        x = augmented(s).numpy()
+        a, b = corrupt(x, np.random.default_rng(s), cfg), corrupt_scalar(x, np.random.default_rng(s), cfg)
+        assert all(np.array_equal(u, v) for u, v in zip(a, b)), "the scalar kernels changed the output"
+    rows = {"spatial + mirror": [], "corrupt, gathers": [], "corrupt, scalar": []}
+    for r in range(reps):
+        totals = dict.fromkeys(rows, 0.0)
+        for s in range(seeds):
+            c0 = time.process_time()
+            x = augmented(s).numpy()
+            totals["spatial + mirror"] += (time.process_time() - c0) * 1e3
+            order = ["corrupt, gathers", "corrupt, scalar"][::(1 if (r + s) % 2 else -1)]
+            for name in order:
+                fn = corrupt if name == "corrupt, gathers" else corrupt_scalar
+                c, _ = cpu_ms(fn, x, np.random.default_rng(s), cfg)
+                totals[name] += c
+        for name in rows:
+            rows[name].append(totals[name] / seeds)
+    med = {name: float(np.median(v)) for name, v in rows.items()}
+    for name, v in rows.items():
+        print(f"  {name:<18s} median {med[name]:6.2f} ms   (repetitions: {min(v):.2f}-{max(v):.2f})")
+    saved = float(np.median(np.subtract(rows["corrupt, scalar"], rows["corrupt, gathers"])))
+    whole = med["spatial + mirror"] + med["corrupt, scalar"]
+    print(f"  gathers save {saved:.2f} ms per patch (median of paired differences) = "
+          f"{100 * saved / med['corrupt, scalar']:.1f} % of corrupt, {100 * saved / whole:.1f} % of the pipeline "
+          f"(spatial + mirror + corrupt with scalar loops, {whole:.1f} ms)")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="fewer repetitions (rough figures, about 15 s)")
     p.add_argument("--volume", help="use a centred crop of this CT volume (z-scored) instead of a synthetic one")
     p.add_argument("--repeat", type=int, default=1, metavar="N",
                    help="run the full-pipeline comparison N times per size and summarise the ratios (default 1)")
+    p.add_argument("--pipeline", action="store_true",
+                   help="only the data-pipeline share at 128^3: nnU-Net's spatial + mirror augmentation vs corrupt")
+    p.add_argument("--pipeline-seeds", type=int, default=16, metavar="N", help="samples per repetition (default 16)")
+    p.add_argument("--pipeline-reps", type=int, default=15, metavar="N", help="repetitions (default 15)")
     args = p.parse_args()
     if args.repeat < 1:
         p.error("--repeat must be at least 1")
+    if args.pipeline:
+        compile_kernels()
+        pipeline(args.volume, GenesisConfig(), args.pipeline_seeds, args.pipeline_reps)
+        return
     reps = {(64, 64, 32): 6 if args.quick else 40, (128, 128, 128): 3 if args.quick else 16}
     cfg = GenesisConfig()
     print(f"one core: torch threads={torch.get_num_threads()}, numpy {np.__version__}, torch {torch.__version__}")

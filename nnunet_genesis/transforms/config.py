@@ -1,4 +1,5 @@
-"""One dataclass holding every knob of the Models Genesis corruptions.
+"""The knobs of the Models Genesis corruptions (``GenesisConfig``, ``PRESETS``) and the yes/no
+decisions their rates drive (``CorruptionDecisions``).
 
 Defaults follow Zhou et al. (MICCAI 2019; Medical Image Analysis 2021). The config is plain
 data (floats, ints) so it can be stored as JSON in checkpoint metadata and rebuilt exactly.
@@ -8,10 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
-from typing import Any, Mapping
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, Mapping
 
 from nnunet_genesis.blocks import check_known_keys
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
 
 
 def _check_rate(name: str, value: float) -> None:
@@ -115,3 +120,52 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "mild": {"nonlinear_invert_rate": 0.0, "paint_rate": 0.5, "outpaint_rate": 0.3},
 }
+
+
+def _decided_by(rate: str) -> Any:
+    return field(metadata={"rate": rate})
+
+
+@dataclass(frozen=True)
+class CorruptionDecisions:
+    """Which corruptions a sample gets: field k is ``uniform[k] < config.<its rate>``.
+
+    Defined once for both routes: the NumPy path draws ``count()`` uniforms per sample
+    (``sample``, fields are bools), the torch path a (B, count()) tensor (``from_uniforms``,
+    fields are bool (B,) tensors). The field order is the order of the draws, so it fixes the
+    random streams: a new field goes last (and changes every seeded stream after it).
+    """
+
+    flip_x: bool | torch.Tensor = _decided_by("flip_rate")  # flip along spatial axis 1 of (C, X, Y, Z)
+    flip_y: bool | torch.Tensor = _decided_by("flip_rate")
+    flip_z: bool | torch.Tensor = _decided_by("flip_rate")
+    shuffle: bool | torch.Tensor = _decided_by("local_rate")
+    curve: bool | torch.Tensor = _decided_by("nonlinear_rate")
+    paint: bool | torch.Tensor = _decided_by("paint_rate")
+    outpaint: bool | torch.Tensor = _decided_by("outpaint_rate")  # given paint; in-painting otherwise
+
+    @classmethod
+    def count(cls) -> int:
+        """Uniforms drawn per sample."""
+        return len(fields(cls))
+
+    @classmethod
+    def from_uniforms(cls, uniforms: np.ndarray | torch.Tensor, config: GenesisConfig) -> "CorruptionDecisions":
+        """Decisions from uniforms in [0, 1) of shape (..., count()) (NumPy or torch)."""
+        return cls(*(uniforms[..., k] < getattr(config, f.metadata["rate"]) for k, f in enumerate(fields(cls))))
+
+    @classmethod
+    def sample(cls, rng: np.random.Generator, config: GenesisConfig) -> "CorruptionDecisions":
+        """One sample's decisions, as bools, from ``count()`` uniforms of ``rng``."""
+        drawn = cls.from_uniforms(rng.random(cls.count()), config)
+        return cls(*(bool(getattr(drawn, f.name)) for f in fields(cls)))
+
+    @property
+    def flips(self) -> tuple:
+        """(flip_x, flip_y, flip_z)."""
+        return self.flip_x, self.flip_y, self.flip_z
+
+    @property
+    def flip_axes(self) -> tuple[int, ...]:
+        """Axes of a (C, X, Y, Z) array to flip (one sample)."""
+        return tuple(axis for axis, flip in zip((1, 2, 3), self.flips) if flip)

@@ -1,4 +1,5 @@
-"""Random flips along the spatial axes (never the channel axis).
+"""Flipped copies along the spatial axes (never the channel axis); which axes is drawn in
+``CorruptionDecisions`` (config.py).
 
 The flip is applied to the network input and the restoration target alike, so the network
 never has to undo it: it only adds orientation variety (Zhou et al., MedIA 2021, Sec. 3.2).
@@ -9,19 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from nnunet_genesis.transforms import kernels
-from nnunet_genesis.transforms.config import GenesisConfig
 
 SPATIAL_AXES = (1, 2, 3)
-
-
-def choose_flip_axes(uniforms: np.ndarray, config: GenesisConfig) -> tuple[int, ...]:
-    """Axes (of a (C, X, Y, Z) array) to flip: each spatial axis independently with flip_rate."""
-    return tuple(ax for ax, u in zip(SPATIAL_AXES, uniforms) if u < config.flip_rate)
-
-
-def flipped_copy(image: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
-    """A new C-contiguous float32 array equal to ``image`` flipped along ``axes``."""
-    return flipped_copies(image, axes)[0]
 
 
 def flipped_copies(image: np.ndarray, axes: tuple[int, ...], twice: bool = False

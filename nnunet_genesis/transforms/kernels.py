@@ -21,14 +21,14 @@ is global per process; it is not used).
 
 Indices: numba wraps negative indices around (``a[-1]``), so every access with a signed index
 that LLVM cannot prove non-negative gets a compare and select, which slows the loops that move
-voxels by 30-40 % (measured on the copy, noise and flip loops). Those loops therefore index
-with unsigned integers; likewise integer work meant for 32-bit lanes is cast back to 32 bits
-after each step (numba computes int32 arithmetic in 64 bits).
+voxels (docs/transforms.md, "Speed"). Those loops therefore index with unsigned integers;
+likewise integer work meant for 32-bit lanes is cast back to 32 bits after each step (numba
+computes int32 arithmetic in 64 bits, and 64-bit lanes halve the vector width).
 
 Compilation takes a few seconds on the first call in a fresh environment and is cached in
 ``__pycache__`` (or numba's user cache when the package folder is read-only); later processes
-load the machine code (about 0.4 s per process, measured). ``compile_kernels()`` does it up front, e.g. before
-nnU-Net forks its data-augmentation workers.
+load the machine code, in a fraction of a second. ``compile_kernels()`` does it up front, e.g.
+before nnU-Net forks its data-augmentation workers.
 """
 
 from __future__ import annotations
@@ -42,6 +42,11 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
 _U30, _U27, _U31, _U32, _U40 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(32), np.uint64(40)
+
+
+def draw_seed(rng: np.random.Generator) -> np.uint64:
+    """The 64-bit seed a kernel's random stream starts from, one draw of the caller's generator."""
+    return rng.integers(0, 2 ** 64, dtype=np.uint64)
 
 
 @njit(inline="always")
@@ -66,7 +71,7 @@ def _order_key(bits):
     """Signed int32 that orders like the float32 with these bits (an involution).
 
     Every step is cast back to int32: numba types int32 arithmetic as int64, and on 64-bit
-    lanes the min/max in ``flipped_copies`` vectorised at half the width (30 % slower pass).
+    lanes the min/max in ``flipped_copies`` would vectorise at half the width.
     """
     return np.int32(bits ^ np.int32(np.int32(bits >> np.int32(31)) & np.int32(0x7FFFFFFF)))
 

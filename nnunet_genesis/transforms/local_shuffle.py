@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nnunet_genesis.transforms.config import GenesisConfig
-from nnunet_genesis.transforms.kernels import draw_blocks, shuffle_blocks_flat
+from nnunet_genesis.transforms.kernels import draw_blocks, draw_seed, shuffle_blocks_flat
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class ShuffleBlocks:
 
     def subset(self, keep: np.ndarray) -> "ShuffleBlocks":
         """Blocks where ``keep`` is true, drawing order preserved."""
-        rows = np.flatnonzero(keep)  # take() on row numbers: several times faster than a boolean index here
+        rows = np.flatnonzero(keep)  # take() on row numbers: cheaper than a boolean index of (n, 3) arrays
         return ShuffleBlocks(self.starts.take(rows, axis=0), self.sizes.take(rows, axis=0))
 
 
@@ -52,39 +52,19 @@ def sample_blocks(spatial_shape: tuple[int, int, int], rng: np.random.Generator,
     One 64-bit seed is drawn from ``rng``; the 6 n integers come from a compiled loop
     (``kernels.draw_blocks``), much cheaper than NumPy calls with per-element bounds.
     """
-    seed = rng.integers(0, 2 ** 64, dtype=np.uint64)
+    seed = draw_seed(rng)
     dims = np.asarray(spatial_shape, dtype=np.int64)
     return ShuffleBlocks(*draw_blocks(dims, max_block_edges(spatial_shape, config), config.shuffle_blocks, seed))
 
 
-def block_voxel_indices(blocks: ShuffleBlocks, spatial_shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Flat (C-order) voxel index of every voxel of every block, blocks in drawing order.
-
-    Returns ``(flat, first)``: ``flat`` (M,) int64; block ``b`` owns
-    ``flat[first[b]:first[b] + volume[b]]`` in row-major order inside the block. For tests and
-    analysis; the shuffle kernel walks the blocks itself.
-    """
-    volume = blocks.sizes.prod(axis=1)
-    first = np.cumsum(volume) - volume
-    block = np.repeat(np.arange(len(blocks)), volume)
-    local = np.arange(int(volume.sum())) - first[block]
-    sy, sz = blocks.sizes[block, 1], blocks.sizes[block, 2]
-    dx, rest = np.divmod(local, sy * sz)
-    dy, dz = np.divmod(rest, sz)
-    grid = (blocks.starts[block, 0] + dx, blocks.starts[block, 1] + dy, blocks.starts[block, 2] + dz)
-    return np.ravel_multi_index(grid, spatial_shape).astype(np.int64), first
-
-
-def shuffle_blocks_into(out: np.ndarray, image: np.ndarray, blocks: ShuffleBlocks,
-                        rng: np.random.Generator) -> np.ndarray:
+def shuffle_blocks_into(out: np.ndarray, image: np.ndarray, blocks: ShuffleBlocks, seed: np.uint64) -> np.ndarray:
     """Write the shuffled block voxels of ``image`` (C, X, Y, Z) into ``out``; returns ``out``.
 
     ``out`` (float32, C-contiguous, same shape, not sharing memory with ``image``) should already
     hold ``image``'s values: only voxels inside blocks are written. Values are read from
-    ``image`` (the unshuffled original) and written in drawing order, so later blocks win.
-    One 64-bit seed is drawn from ``rng``.
+    ``image`` (the unshuffled original) and written in drawing order, so later blocks win. The
+    permutations come from ``seed`` (``kernels.draw_seed``).
     """
-    seed = rng.integers(0, 2 ** 64, dtype=np.uint64)
     if len(blocks) == 0:
         return out
     if not out.flags.c_contiguous or out.dtype != np.float32 or out.shape != image.shape:
@@ -95,9 +75,3 @@ def shuffle_blocks_into(out: np.ndarray, image: np.ndarray, blocks: ShuffleBlock
                         np.ascontiguousarray(blocks.sizes, dtype=np.int64),
                         np.asarray(image.shape[2:], dtype=np.int64), seed)
     return out
-
-
-def shuffle_blocks(image: np.ndarray, blocks: ShuffleBlocks, rng: np.random.Generator) -> np.ndarray:
-    """New array: ``image`` (C, X, Y, Z) with each block's voxels permuted (same for all channels)."""
-    out = np.array(image, dtype=np.float32, order="C", copy=True)
-    return shuffle_blocks_into(out, image, blocks, rng)

@@ -83,15 +83,13 @@ def noise_scale(lo: float, hi: float) -> tuple[np.float32, np.float32]:
     return offset, scale
 
 
-def paint_noise(out: np.ndarray, boxes: PaintBoxes, lo: np.ndarray, hi: np.ndarray,
-                rng: np.random.Generator) -> np.ndarray:
+def paint_noise(out: np.ndarray, boxes: PaintBoxes, lo: np.ndarray, hi: np.ndarray, seed: np.uint64) -> np.ndarray:
     """Noise uniform in [lo[c], hi[c]] into ``out`` (C, X, Y, Z), in place; returns ``out``.
 
     In-painting fills the boxes; out-painting fills everything outside them. 24 random bits per
-    voxel (as ``Generator.random(dtype=float32)``), from a stream seeded by one draw of ``rng``
-    (``kernels.noise_intervals``).
+    voxel (as ``Generator.random(dtype=float32)``), from the stream of ``seed``
+    (``kernels.draw_seed``, ``kernels.noise_intervals``).
     """
-    seed = rng.integers(0, 2 ** 64, dtype=np.uint64)
     flat = flat_channels(out)
     scales = [noise_scale(float(a), float(b)) for a, b in zip(lo, hi)]
     offset = np.array([o for o, _ in scales], dtype=np.float32)

@@ -38,13 +38,6 @@ class Region:
         """Number of voxels."""
         return int((self.stop - self.first).sum())
 
-    def mask(self, spatial_shape: tuple[int, ...]) -> np.ndarray:
-        """Boolean (X, Y, Z) volume, true on the region (for checks and tests)."""
-        flat = np.zeros(int(np.prod(spatial_shape)) + 1, np.int8)
-        np.add.at(flat, self.first, 1)
-        np.add.at(flat, self.stop, -1)
-        return (np.cumsum(flat[:-1]) > 0).reshape(spatial_shape)
-
     def copy(self, image: np.ndarray, out: np.ndarray) -> np.ndarray:
         """out[:, region] = image[:, region] for C-contiguous float32 (C, X, Y, Z) arrays; returns ``out``."""
         src, dst = flat_channels(image), flat_channels(out)

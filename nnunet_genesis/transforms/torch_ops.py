@@ -23,7 +23,7 @@ from functools import lru_cache
 
 import torch
 
-from nnunet_genesis.transforms.config import GenesisConfig
+from nnunet_genesis.transforms.config import CorruptionDecisions, GenesisConfig
 from nnunet_genesis.transforms.painting import box_edge_range
 
 KEY_BITS = 40  # random bits of the shuffle sort keys; the block number sits above them
@@ -74,12 +74,11 @@ def _rand(shape, g, device) -> torch.Tensor:
     return torch.rand(shape, generator=g, device=device, dtype=torch.float32)
 
 
-def flip_samples(x: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
-    """Flip sample b along spatial axis d where flips[b, d] (bool (B, 3))."""
+def flip_samples(x: torch.Tensor, flips: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Flip sample b along spatial axis d where flips[d][b] (three bool (B,) masks)."""
     B = x.shape[0]
-    for d in range(3):
-        m = flips[:, d].view(B, 1, 1, 1, 1)
-        x = torch.where(m, x.flip(2 + d), x)
+    for d, flip in enumerate(flips):
+        x = torch.where(flip.view(B, 1, 1, 1, 1), x.flip(2 + d), x)
     return x
 
 
@@ -240,11 +239,11 @@ def corrupt_batch(images: torch.Tensor, generator: torch.Generator | None = None
         if not bool(torch.isfinite(lo).all() & torch.isfinite(hi).all()):
             raise ValueError(f"images contain {int((~torch.isfinite(x)).sum())} NaN/Inf voxels; "
                              f"corruptions need finite intensities.")
-    d = _rand((B, 7), g, dev)
-    target = flip_samples(x, d[:, :3] < config.flip_rate)
+    d = CorruptionDecisions.from_uniforms(_rand((B, CorruptionDecisions.count()), g, dev), config)
+    target = flip_samples(x, d.flips)
     if target is x:
         target = x.clone()
-    out = shuffle_samples(target, d[:, 3] < config.local_rate, g, config)
-    out = map_intensities(out, d[:, 4] < config.nonlinear_rate, lo, hi, g, config)
-    out = paint_samples(out, d[:, 5] < config.paint_rate, d[:, 6] < config.outpaint_rate, lo, hi, g, config)
+    out = shuffle_samples(target, d.shuffle, g, config)
+    out = map_intensities(out, d.curve, lo, hi, g, config)
+    out = paint_samples(out, d.paint, d.outpaint, lo, hi, g, config)
     return out.contiguous(), target.contiguous()

@@ -7,15 +7,37 @@ import torch
 from batchgeneratorsv2.transforms.base.basic_transform import BasicTransform
 from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
 
-from nnunet_genesis.transforms import GenesisConfig, GenesisCorruptionTransform
+from nnunet_genesis.transforms import GenesisConfig, GenesisCorruptionTransform, corrupt
 
 
 def sample(ct_z):
     return {"image": torch.from_numpy(ct_z.copy()), "segmentation": torch.zeros(ct_z.shape, dtype=torch.int16)}
 
 
-def test_sets_image_and_target_like_corrupt(ct_z):
+def test_sets_image_and_regression_target_exactly_like_corrupt(ct_z):
     t = GenesisCorruptionTransform(GenesisConfig(), seed=3)
+    rng = np.random.default_rng(3)  # the transform's stream: corrupt's with the same seed, call after call
+    for _ in range(3):
+        d = t(**sample(ct_z))
+        assert set(d) == {"image", "regression_target", "segmentation"}
+        x, y = corrupt(ct_z, rng)
+        assert np.array_equal(d["image"].numpy(), x) and np.array_equal(d["regression_target"].numpy(), y)
+        assert torch.equal(d["segmentation"], torch.zeros(ct_z.shape, dtype=torch.int16))
+
+
+def test_get_parameters_then_apply_is_the_call(ct_z):
+    a, b = GenesisCorruptionTransform(seed=4), GenesisCorruptionTransform(seed=4)
+    params = a.get_parameters(**sample(ct_z))
+    assert set(params) == {"corruption"}
+    d = a.apply(sample(ct_z), **params)
+    e = b(**sample(ct_z))
+    assert torch.equal(d["image"], e["image"]) and torch.equal(d["regression_target"], e["regression_target"])
+    with pytest.raises(ValueError, match="shape"):  # parameters drawn for another shape
+        a.apply({"image": torch.zeros(1, 4, 4, 4)}, **params)
+
+
+def test_sets_image_and_target_like_corrupt(ct_z):
+    t = GenesisCorruptionTransform(GenesisConfig(), seed=3, target_key="target")  # the key earlier versions wrote
     assert isinstance(t, BasicTransform)
     d = t(**sample(ct_z))
     assert set(d) == {"image", "target", "segmentation"}
@@ -37,11 +59,21 @@ def test_seeded_stream_is_reproducible_and_advances(ct_z):
 def test_works_inside_compose_transforms(ct_z):
     pipeline = ComposeTransforms([GenesisCorruptionTransform(seed=0)])
     d = pipeline(**sample(ct_z))
-    assert "target" in d and d["image"].shape == ct_z.shape
+    assert "regression_target" in d and d["image"].shape == ct_z.shape
+
+
+_BARRIER = None  # set in pool workers: each waits for the other, so the two tasks run in two processes
+
+
+def _init_worker(barrier):
+    global _BARRIER
+    _BARRIER = barrier
 
 
 def _worker(args):
     transform, image = args
+    if _BARRIER is not None:
+        _BARRIER.wait(timeout=120)
     return transform(image=torch.from_numpy(image))["image"].numpy()
 
 
@@ -52,7 +84,7 @@ def test_worker_processes_get_different_streams(seed):
     transform = GenesisCorruptionTransform(cfg, seed=seed)
     here = _worker((transform, image))
     ctx = mp.get_context("fork")
-    with ctx.Pool(2) as pool:  # forked copies of the same transform object
+    with ctx.Pool(2, initializer=_init_worker, initargs=(ctx.Barrier(2),)) as pool:  # forked copies of the transform
         outs = pool.map(_worker, [(transform, image)] * 2, chunksize=1)
     assert not np.array_equal(outs[0], outs[1])
     assert not any(np.array_equal(o, here) for o in outs) or seed is None

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from nnunet_genesis.transforms import GenesisConfig, corrupt
-from nnunet_genesis.transforms.flips import choose_flip_axes, flipped_copies, flipped_copy
+from nnunet_genesis.transforms.config import CorruptionDecisions
+from nnunet_genesis.transforms.flips import flipped_copies
 
 FLIP_ONLY = GenesisConfig(flip_rate=0.4, local_rate=0.0, nonlinear_rate=0.0, paint_rate=0.0)
 
@@ -39,12 +40,12 @@ def test_each_axis_flips_with_flip_rate(smooth_small):
 
 def test_choose_axes_and_copy():
     cfg = dataclasses.replace(GenesisConfig(), flip_rate=0.5)
-    assert choose_flip_axes(np.array([0.1, 0.9, 0.2]), cfg) == (1, 3)
+    assert CorruptionDecisions.from_uniforms(np.array([0.1, 0.9, 0.2, 1, 1, 1, 1]), cfg).flip_axes == (1, 3)
     a = np.arange(24, dtype=np.float32).reshape(1, 2, 3, 4)
-    b = flipped_copy(a, ())
+    b = flipped_copies(a, ())[0]
     assert np.array_equal(a, b) and not np.shares_memory(a, b)
     with pytest.raises(ValueError, match="spatial"):
-        flipped_copy(a, (0,))
+        flipped_copies(a, (0,))
 
 
 @pytest.mark.parametrize("shape", [(2, 5, 6, 7), (2, 3, 4, 67)])  # rows shorter and longer than a vector

@@ -6,7 +6,7 @@ import pytest
 from nnunet_genesis.transforms import GenesisConfig
 from nnunet_genesis.transforms.kernels import (bezier_table, box_intervals, compile_kernels, copy_intervals,
                                                map_intervals, noise_intervals, shuffle_blocks_flat)
-from nnunet_genesis.transforms.nonlinear import sample_intensity_mapping
+from nnunet_genesis.transforms.nonlinear import sample_curves
 
 
 def test_compile_kernels_runs_twice():
@@ -93,7 +93,7 @@ def test_copy_map_and_noise_touch_only_the_runs():
     assert np.array_equal(out[:, inside], image[:, inside]) and np.all(out[:, ~inside] == 99.0)
 
     lo, hi = image.min(1), image.max(1)
-    m = sample_intensity_mapping(lo, hi, rng, GenesisConfig())
+    m = sample_curves(2, rng, GenesisConfig()).over(lo, hi)
     out = image.copy()
     map_intervals(image, out, first, stop, *m.kernel_tables)
     assert np.array_equal(out[:, ~inside], image[:, ~inside])

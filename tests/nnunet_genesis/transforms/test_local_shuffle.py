@@ -3,10 +3,31 @@ import math
 import numpy as np
 
 from nnunet_genesis.transforms import GenesisConfig, corrupt
-from nnunet_genesis.transforms.local_shuffle import (ShuffleBlocks, block_voxel_indices, max_block_edges,
-                                                     sample_blocks, shuffle_blocks)
+from nnunet_genesis.transforms.kernels import draw_seed
+from nnunet_genesis.transforms.local_shuffle import ShuffleBlocks, max_block_edges, sample_blocks, shuffle_blocks_into
 
 SHUFFLE_ONLY = GenesisConfig(flip_rate=0.0, local_rate=1.0, nonlinear_rate=0.0, paint_rate=0.0)
+
+
+def shuffle_blocks(image, blocks, rng):
+    """New array: ``image`` (C, X, Y, Z) with each block's voxels permuted (same for all channels)."""
+    out = np.array(image, dtype=np.float32, order="C", copy=True)
+    return shuffle_blocks_into(out, image, blocks, draw_seed(rng))
+
+
+def block_voxel_indices(blocks, spatial_shape):
+    """(flat, first): the flat voxel index of every voxel of every block (blocks in drawing order,
+    row-major inside a block); block b owns flat[first[b]:first[b] + volume[b]]. Independent of
+    the shuffle kernel, which walks the blocks itself."""
+    volume = blocks.sizes.prod(axis=1)
+    first = np.cumsum(volume) - volume
+    block = np.repeat(np.arange(len(blocks)), volume)
+    local = np.arange(int(volume.sum())) - first[block]
+    sy, sz = blocks.sizes[block, 1], blocks.sizes[block, 2]
+    dx, rest = np.divmod(local, sy * sz)
+    dy, dz = np.divmod(rest, sz)
+    grid = (blocks.starts[block, 0] + dx, blocks.starts[block, 1] + dy, blocks.starts[block, 2] + dz)
+    return np.ravel_multi_index(grid, spatial_shape).astype(np.int64), first
 
 
 def blocks(starts, sizes):

@@ -3,7 +3,8 @@ import math
 import numpy as np
 
 from nnunet_genesis.transforms import GenesisConfig, corrupt
-from nnunet_genesis.transforms.nonlinear import bezier_lookup_table, sample_intensity_mapping
+from nnunet_genesis.transforms.nonlinear import bezier_lookup_table, sample_curves
+from nnunet_genesis.transforms.regions import Region
 
 CURVE_ONLY = GenesisConfig(flip_rate=0.0, local_rate=0.0, nonlinear_rate=1.0, paint_rate=0.0)
 
@@ -71,7 +72,7 @@ def test_z_scored_ct_keeps_its_negative_range(ct_z):
 
 def test_constant_channel_is_left_alone():
     image = np.stack([np.full((6, 6, 6), 3.0), np.linspace(-2, 2, 216).reshape(6, 6, 6)]).astype(np.float32)
-    m = sample_intensity_mapping(image.reshape(2, -1).min(1), image.reshape(2, -1).max(1),
-                                 np.random.default_rng(0), GenesisConfig())
-    y = m.apply(image)
+    m = sample_curves(2, np.random.default_rng(0), GenesisConfig()).over(image.reshape(2, -1).min(1),
+                                                                         image.reshape(2, -1).max(1))
+    y = m.apply_in(image, np.empty_like(image), Region.whole(image.shape[1:]))
     assert np.all(y[0] == 3.0) and y[1].min() >= -2 and y[1].max() <= 2 and not np.array_equal(y[1], image[1])

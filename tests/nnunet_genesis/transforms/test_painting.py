@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from nnunet_genesis.transforms import GenesisConfig, corrupt
+from nnunet_genesis.transforms.corrupt import sample_parameters
 from nnunet_genesis.transforms.painting import box_edge_range, noise_scale, sample_paint_boxes
 
 INPAINT = GenesisConfig(flip_rate=0.0, local_rate=0.0, nonlinear_rate=0.0, paint_rate=1.0, outpaint_rate=0.0)
@@ -31,10 +32,10 @@ def border_mask(shape, width=3):
 
 
 def replayed_boxes(shape, seed, outpaint, cfg):
-    """The boxes corrupt() draws: it first takes 7 decision uniforms, then the boxes."""
-    rng = np.random.default_rng(seed)
-    rng.random(7)
-    return sample_paint_boxes(shape, outpaint, rng, cfg)
+    """The boxes corrupt() draws with this seed (its draws are sample_parameters')."""
+    boxes = sample_parameters((1, *shape), np.random.default_rng(seed), cfg).boxes
+    assert boxes.outpaint == outpaint
+    return boxes
 
 
 def test_inpainting_fills_exactly_the_boxes_with_noise_in_range(ct_z, boxes_mask):
@@ -112,16 +113,13 @@ def test_visible_blocks_match_a_voxel_level_check(boxes_mask):
 
 def test_kept_boxes_are_mapped_once_where_they_overlap(unique_volume, boxes_mask):
     """Out-painting with the curve: every kept voxel is f(original), one f for the whole patch."""
-    from nnunet_genesis.transforms.corrupt import N_DECISIONS
-
     cfg = GenesisConfig(flip_rate=0.0, local_rate=0.0, nonlinear_rate=1.0, paint_rate=1.0, outpaint_rate=1.0)
     image = unique_volume((1, 30, 30, 30), seed=2)
     overlapping = 0
     for seed in range(20):
         out, target = corrupt(image, np.random.default_rng(seed), cfg)
-        rng = np.random.default_rng(seed)  # the same draws as corrupt: decisions, then the boxes
-        rng.random(N_DECISIONS)
-        boxes = sample_paint_boxes(image.shape[1:], True, rng, cfg)
+        boxes = sample_parameters(image.shape, np.random.default_rng(seed), cfg).boxes  # corrupt's draws
+        assert boxes.outpaint
         mask = boxes_mask(boxes, image.shape[1:])
         overlapping += int(mask.sum() < boxes.sizes.prod(axis=1).sum())
         x, y = target[0][mask], out[0][mask]
