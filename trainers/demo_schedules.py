@@ -47,12 +47,12 @@ from nnunet_genesis.outputs import atomic_write_text
 from nnunet_genesis.seeding import seed_nnunet_process
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunet_genesis.trainers.genesis import (nnUNetTrainerGenesis, nnUNetTrainerGenesis_asPretrained,
-                                             nnUNetTrainerGenesis_encoderOnly, nnUNetTrainerGenesis_headWarmup,
-                                             nnUNetTrainerGenesis_lowLR, nnUNetTrainerGenesis_nnUNetRecipe,
-                                             nnUNetTrainerGenesis_reinitLastStage, nnUNetTrainerGenesis_resetAllNorm,
-                                             nnUNetTrainerGenesis_resetDecoderNorm,
-                                             nnUNetTrainerGenesis_resetLastNorm, nnUNetTrainerScratch)
+from nnunet_genesis.trainers.genesis import nnUNetTrainerGenesis, nnUNetTrainerScratch
+from nnunet_genesis.trainers.starts import (nnUNetTrainerGenesis_asPretrained, nnUNetTrainerGenesis_encoderOnly,
+                                            nnUNetTrainerGenesis_headWarmup, nnUNetTrainerGenesis_lowLR,
+                                            nnUNetTrainerGenesis_nnUNetRecipe, nnUNetTrainerGenesis_reinitLastStage,
+                                            nnUNetTrainerGenesis_resetAllNorm, nnUNetTrainerGenesis_resetDecoderNorm,
+                                            nnUNetTrainerGenesis_resetLastNorm)
 
 PLANS_KEY = "genesis_schedule"
 
@@ -178,7 +178,7 @@ class nnUNetTrainerStock_demo(PlansScheduleMixin, nnUNetTrainer):
     """Stock nnU-Net (its SGD and poly schedule, no warm-up) for the plans' number of epochs and iterations."""
 
 
-# The other fine-tuning starts of nnunet_genesis.trainers.genesis, with the plans' short schedule.
+# The other fine-tuning starts of nnunet_genesis.trainers.starts, with the plans' short schedule.
 class nnUNetTrainerGenesis_encoderOnly_demo(PlansScheduleMixin, nnUNetTrainerGenesis_encoderOnly):
     pass
 

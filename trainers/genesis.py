@@ -32,7 +32,6 @@ from nnunet_genesis.checkpoint import load_checkpoint, safe_torch_load
 from nnunet_genesis.network import unwrap_network
 from nnunet_genesis.errors import GenesisUserError, read_trainer_block, refuse_training
 
-from nnunet_genesis.trainers.freezing import ParameterFreezer
 from nnunet_genesis.trainers.plans_block import GenesisPlansBlock
 from nnunet_genesis.trainers.schedules import WarmupPolyLRScheduler
 
@@ -75,11 +74,6 @@ def adapt_start(network: torch.nn.Module, reset_norm_affine: str, reinit_last_de
             stage.apply(init)
             notes.append("start: last decoder stage re-initialised (random, as the architecture initialises)")
     return notes
-
-
-def _head_parameter_ids(network: torch.nn.Module) -> set[int]:
-    """ids of the segmentation head's parameters (never transferred)."""
-    return {id(p) for p in network.decoder.seg_layers.parameters()}
 
 
 def _weight_fingerprint(network: torch.nn.Module) -> torch.Tensor:
@@ -144,7 +138,7 @@ class nnUNetTrainerGenesis(nnUNetTrainerWarmupPoly):
     """Fine-tunes every transferred layer from the Genesis checkpoint named in the plans.
 
     The start (which weights are kept, which are reset) is set by the class attributes below;
-    each variant further down changes one of them. The default is the papers' start: encoder,
+    each variant in ``starts.py`` changes one of them. The default is the papers' start: encoder,
     stem and decoder as restoration left them, only the segmentation head random. How it
     compares with the other starts and with scratch, and where it does not help, is measured in
     docs/benchmark_transfer.md.
@@ -223,195 +217,5 @@ class nnUNetTrainerGenesis(nnUNetTrainerWarmupPoly):
         return refuse_training(message)
 
 
-class nnUNetTrainerGenesis_encoderOnly(nnUNetTrainerGenesis):
-    """Transfers the encoder (and stem) only; decoder and head start random."""
-
-    include_decoder = False
-
-
-class nnUNetTrainerGenesis_asPretrained(nnUNetTrainerGenesis):
-    """The default start under its own name: encoder and decoder as restoration left them."""
-
-
-class nnUNetTrainerGenesis_resetDecoderNorm(nnUNetTrainerGenesis):
-    """The whole network, the decoder's normalisation layers reset (scale 1, shift 0)."""
-
-    reset_norm_affine = "decoder"
-
-
-class nnUNetTrainerGenesis_resetLastNorm(nnUNetTrainerGenesis):
-    """The whole network, only the last decoder stage's normalisation layers reset."""
-
-    reset_norm_affine = "last_stage"
-
-
-class nnUNetTrainerGenesis_resetAllNorm(nnUNetTrainerGenesis):
-    """The whole network, every normalisation layer reset, encoder included."""
-
-    reset_norm_affine = "all"
-
-
-class nnUNetTrainerGenesis_reinitLastStage(nnUNetTrainerGenesis):
-    """The whole network, the highest-resolution decoder stage re-initialised."""
-
-    reinit_last_decoder_stage = True
-
-
-class nnUNetTrainerGenesis_headWarmup(nnUNetTrainerGenesis):
-    """Linear probing, then fine-tuning: only the segmentation head trains for the first
-    ``head_warmup_share`` of the epochs (at least one), then everything.
-
-    Frozen through the optimizer (``ParameterFreezer``, see ``freezing``), not ``requires_grad``.
-    """
-
-    head_warmup_share: float = 0.1
-
-    def initialize(self):
-        super().initialize()
-        net = unwrap_network(self.network)
-        head = _head_parameter_ids(net)
-        self.head_warmup_epochs = max(1, int(round(self.head_warmup_share * self.num_epochs)))
-        self.body_freezer = ParameterFreezer(
-            [p for p in net.parameters() if id(p) not in head],
-            is_frozen=lambda: self.current_epoch < self.head_warmup_epochs,
-        ).attach(self.optimizer)
-
-
-class nnUNetTrainerGenesis_lowLR(nnUNetTrainerGenesis):
-    """Transferred layers learn at ``transferred_lr_scale`` (0.1) times the head's learning rate."""
-
-    transferred_lr_scale: float = 0.1
-
-    def configure_optimizers(self):
-        optimizer, scheduler = super().configure_optimizers()
-        net = unwrap_network(self.network)
-        head = _head_parameter_ids(net)
-        group = optimizer.param_groups[0]
-        options = {k: v for k, v in group.items() if k != "params"}
-        optimizer.param_groups.clear()
-        optimizer.add_param_group({**options, "params": [p for p in net.parameters() if id(p) in head]})
-        optimizer.add_param_group({**options, "params": [p for p in net.parameters() if id(p) not in head],
-                                   "lr_scale": self.transferred_lr_scale})
-        scheduler.step(0)  # set both groups' learning rates now
-        return optimizer, scheduler
-
-
-class nnUNetTrainerGenesis_nnUNetRecipe(nnUNetTrainerGenesis_encoderOnly):
-    """nnU-Net's recipe for pretrained weights: encoder (and stem) only, learning rate 1e-3, a
-    long linear warm-up (a fifth of the epochs, whatever ``warmup_epochs`` says)."""
-
-    warmup_share = 0.2
-
-    def resolved_warmup_epochs(self) -> int:
-        return max(1, int(round(self.warmup_share * self.num_epochs)))
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.initial_lr = 1e-3
-
-
-class nnUNetTrainerGenesis_freezeEncoder(nnUNetTrainerGenesis):
-    """Encoder frozen for the first ``freeze_encoder_epochs`` epochs, then trained with the rest.
-
-    Frozen means the optimizer skips the encoder parameters (no step, no weight decay, no
-    momentum; see ``nnunet_genesis.trainers.freezing`` for why this is done in the optimizer
-    rather than with ``requires_grad``). The learning-rate schedule is unchanged.
-    """
-
-    freeze_encoder_epochs: int = 50
-
-    def initialize(self):
-        super().initialize()
-        self.encoder_freezer = ParameterFreezer(
-            unwrap_network(self.network).encoder.parameters(),
-            is_frozen=lambda: self.current_epoch < self.freeze_encoder_epochs,
-        ).attach(self.optimizer)
-
-    def on_train_epoch_start(self):
-        super().on_train_epoch_start()
-        if self.current_epoch < self.freeze_encoder_epochs:
-            self.print_to_log_file(f"Encoder frozen (epochs 0-{self.freeze_encoder_epochs - 1})")
-        elif self.current_epoch == self.freeze_encoder_epochs:
-            self.print_to_log_file("Encoder unfrozen from this epoch on")
-
-
-class EpochsMixin:
-    """Sets ``num_epochs`` from the class attribute ``epochs``.
-
-    nnU-Net's ``training_length`` variants (``nnUNetTrainer_100epochs``) as one mixin, so the
-    Genesis and the scratch trainers get their lengths from one place.
-    """
-
-    epochs: int
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = self.epochs
-
-
-class nnUNetTrainerGenesis_100epochs(EpochsMixin, nnUNetTrainerGenesis):
-    epochs = 100
-
-
-class nnUNetTrainerGenesis_250epochs(EpochsMixin, nnUNetTrainerGenesis):
-    epochs = 250
-
-
-class SmokeScheduleMixin:
-    """2 epochs of 2 iterations of batch size 1, 1 validation iteration, 1 warm-up epoch,
-    no test-time mirroring.
-
-    For CPU smoke tests and demos only: a 3D backward pass on a CPU takes seconds, so the
-    batch is 1 (not the plans' batch size) outside DDP, and test-time mirroring (8 flipped
-    forward passes per patch in 3D, in the final validation and in nnUNetv2_predict) is
-    switched off; training-time mirroring augmentation stays on.
-    """
-
-    warmup_epochs = 1
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 2
-        self.num_iterations_per_epoch = 2
-        self.num_val_iterations_per_epoch = 1
-
-    def _set_batch_size_and_oversample(self):
-        super()._set_batch_size_and_oversample()
-        if not self.is_ddp:
-            self.batch_size = 1
-
-    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
-        result = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
-        self.inference_allowed_mirroring_axes = None
-        return result
-
-
-class nnUNetTrainerGenesis_smoke(SmokeScheduleMixin, nnUNetTrainerGenesis):
-    """Smoke schedule starting from the whole Genesis network (the default start)."""
-
-
-class nnUNetTrainerGenesis_asPretrained_smoke(SmokeScheduleMixin, nnUNetTrainerGenesis_asPretrained):
-    """The same as nnUNetTrainerGenesis_smoke, under the start's own name."""
-
-
-class nnUNetTrainerGenesis_encoderOnly_smoke(SmokeScheduleMixin, nnUNetTrainerGenesis_encoderOnly):
-    """Smoke schedule starting from the Genesis encoder only."""
-
-
 class nnUNetTrainerScratch(nnUNetTrainerWarmupPoly):
     """From-scratch baseline with exactly the Genesis schedule (warm-up + poly), no checkpoint."""
-
-
-class nnUNetTrainerScratch_100epochs(EpochsMixin, nnUNetTrainerScratch):
-    epochs = 100
-
-
-class nnUNetTrainerScratch_250epochs(EpochsMixin, nnUNetTrainerScratch):
-    epochs = 250
-
-
-class nnUNetTrainerScratch_smoke(SmokeScheduleMixin, nnUNetTrainerScratch):
-    """Smoke schedule from random weights: the fair from-scratch partner of nnUNetTrainerGenesis_smoke."""

@@ -52,12 +52,13 @@ def test_value_is_idempotent_and_other_shells():
 def test_nnunet_finds_the_trainers_through_the_variable(monkeypatch):
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
-    from nnunet_genesis.trainers import genesis
+    from nnunet_genesis.trainers import lengths, starts
 
     monkeypatch.setenv("nnUNet_extTrainer", envmod.ext_trainer_value(""))
-    for name in ("nnUNetTrainerGenesis_smoke", "nnUNetTrainerGenesis_freezeEncoder", "nnUNetTrainerScratch_smoke"):
+    for module, name in ((lengths, "nnUNetTrainerGenesis_smoke"), (starts, "nnUNetTrainerGenesis_freezeEncoder"),
+                         (lengths, "nnUNetTrainerScratch_smoke")):
         cls = recursive_find_trainer_class_by_name(name)
-        assert cls is getattr(genesis, name)  # the installed class, not a copy
+        assert cls is getattr(module, name)  # the installed class, not a copy
     assert "nnunet_genesis_trainers" not in sys.modules  # nnU-Net dropped the thin module again
 
 

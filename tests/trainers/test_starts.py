@@ -9,6 +9,7 @@ from dynamic_network_architectures.architectures.unet import PlainConvUNet
 
 from nnunet_genesis.pretraining.trainer import TimeBudgetPolyLRScheduler
 from nnunet_genesis.trainers import genesis as g
+from nnunet_genesis.trainers import starts
 from nnunet_genesis.trainers.schedules import WarmupPolyLRScheduler
 
 
@@ -67,18 +68,18 @@ def test_no_reset_keeps_everything_and_reinit_changes_only_the_last_stage():
 def test_variants_change_one_thing_each():
     base = g.nnUNetTrainerGenesis  # the default start: the whole network, nothing reset
     assert (base.include_decoder, base.reset_norm_affine, base.reinit_last_decoder_stage) == (True, "", False)
-    whole = g.nnUNetTrainerGenesis_asPretrained
+    whole = starts.nnUNetTrainerGenesis_asPretrained
     assert (whole.include_decoder, whole.reset_norm_affine, whole.reinit_last_decoder_stage) == (True, "", False)
-    assert g.nnUNetTrainerGenesis_resetDecoderNorm.reset_norm_affine == "decoder"
-    for variant in (g.nnUNetTrainerGenesis_resetDecoderNorm, g.nnUNetTrainerGenesis_resetLastNorm,
-                    g.nnUNetTrainerGenesis_resetAllNorm, g.nnUNetTrainerGenesis_reinitLastStage,
-                    g.nnUNetTrainerGenesis_headWarmup, g.nnUNetTrainerGenesis_lowLR):
+    assert starts.nnUNetTrainerGenesis_resetDecoderNorm.reset_norm_affine == "decoder"
+    for variant in (starts.nnUNetTrainerGenesis_resetDecoderNorm, starts.nnUNetTrainerGenesis_resetLastNorm,
+                    starts.nnUNetTrainerGenesis_resetAllNorm, starts.nnUNetTrainerGenesis_reinitLastStage,
+                    starts.nnUNetTrainerGenesis_headWarmup, starts.nnUNetTrainerGenesis_lowLR):
         assert variant.include_decoder, variant.__name__
-    assert g.nnUNetTrainerGenesis_resetLastNorm.reset_norm_affine == "last_stage"
-    assert g.nnUNetTrainerGenesis_resetAllNorm.reset_norm_affine == "all"
-    assert g.nnUNetTrainerGenesis_reinitLastStage.reinit_last_decoder_stage
-    assert not g.nnUNetTrainerGenesis_encoderOnly.include_decoder
-    assert not g.nnUNetTrainerGenesis_nnUNetRecipe.include_decoder
+    assert starts.nnUNetTrainerGenesis_resetLastNorm.reset_norm_affine == "last_stage"
+    assert starts.nnUNetTrainerGenesis_resetAllNorm.reset_norm_affine == "all"
+    assert starts.nnUNetTrainerGenesis_reinitLastStage.reinit_last_decoder_stage
+    assert not starts.nnUNetTrainerGenesis_encoderOnly.include_decoder
+    assert not starts.nnUNetTrainerGenesis_nnUNetRecipe.include_decoder
 
 
 def test_warmup_scales_with_the_schedule():
@@ -93,7 +94,7 @@ def test_warmup_scales_with_the_schedule():
         assert t.resolved() == expected
     t.warmup_epochs = 3
     assert t.resolved() == 3
-    recipe = g.nnUNetTrainerGenesis_nnUNetRecipe.__new__(g.nnUNetTrainerGenesis_nnUNetRecipe)
+    recipe = starts.nnUNetTrainerGenesis_nnUNetRecipe.__new__(starts.nnUNetTrainerGenesis_nnUNetRecipe)
     recipe.num_epochs, recipe.warmup_epochs = 20, 1
     assert recipe.resolved_warmup_epochs() == 4  # a fifth of the epochs, whatever warmup_epochs says
 
