@@ -1,4 +1,4 @@
-"""benchmarks/transfer.py: case draws, resume-skipping and the protocol's statistics (no training)."""
+"""benchmarks/transfer.py and its protocol module: case draws, resume-skipping and the statistics (no training)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from nnunet_genesis.errors import GenesisUserError
+from nnunet_genesis.evaluation import label_efficiency
+from nnunet_genesis.evaluation import transfer_protocol as protocol
+from nnunet_genesis.outputs import write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,24 +28,30 @@ def transfer():
     del sys.modules[spec.name]
 
 
-def test_training_cases_are_nested_across_k_and_differ_between_seeds(transfer):
+
+def test_script_loads_with_the_protocols_defaults(transfer):
+    args = transfer.parse_args(["--msd-task", "Task04_Hippocampus"])
+    assert args.labelled == [5, 20] and args.seeds == [0, 1, 2] and tuple(args.arms) == protocol.DEFAULT_ARMS
+    assert set(protocol.DEFAULT_ARMS) <= set(protocol.ARMS) and "scratch" in protocol.DEFAULT_ARMS
+
+def test_training_cases_are_nested_across_k_and_differ_between_seeds():
     pool = [f"case_{i:03d}" for i in range(100)]
     for seed in (0, 1, 2):
-        small, large = transfer.training_cases(pool, 5, seed), transfer.training_cases(pool, 20, seed)
+        small, large = protocol.training_cases(pool, 5, seed), protocol.training_cases(pool, 20, seed)
         assert len(small) == 5 and len(large) == 20 and set(small) <= set(large)
-        assert transfer.training_cases(pool, 5, seed) == small  # reproducible
-    assert transfer.training_cases(pool, 20, 0) != transfer.training_cases(pool, 20, 1)
-    with pytest.raises(transfer.GenesisUserError, match="only 100"):
-        transfer.training_cases(pool, 101, 0)
+        assert protocol.training_cases(pool, 5, seed) == small  # reproducible
+    assert protocol.training_cases(pool, 20, 0) != protocol.training_cases(pool, 20, 1)
+    with pytest.raises(GenesisUserError, match="only 100"):
+        protocol.training_cases(pool, 101, 0)
 
 
-def test_heldout_draw_is_disjoint_and_refuses_an_empty_pool(transfer):
+def test_heldout_draw_is_disjoint_and_refuses_an_empty_pool():
     cases = [f"c{i}" for i in range(30)]
-    ev, val, pool = transfer.draw_heldout(cases, 10, 3, split_seed=0)
+    ev, val, pool = protocol.draw_heldout(cases, 10, 3, split_seed=0)
     assert len(ev) == 10 and len(val) == 3 and len(pool) == 17
     assert not (set(ev) & set(val)) and not (set(ev) | set(val)) & set(pool)
-    with pytest.raises(transfer.GenesisUserError, match="leave none"):
-        transfer.draw_heldout(cases, 25, 5, split_seed=0)
+    with pytest.raises(GenesisUserError, match="leave none"):
+        protocol.draw_heldout(cases, 25, 5, split_seed=0)
 
 
 def _record(k, seed, arm, dice_by_case, first_nonzero):
@@ -51,17 +62,17 @@ def _record(k, seed, arm, dice_by_case, first_nonzero):
             "cases": cases, "first_nonzero_epoch": first_nonzero}
 
 
-def test_pending_units_skip_finished_records(transfer, tmp_path):
+def test_pending_units_skip_finished_records(tmp_path):
     units = [(5, s, a) for s in (0, 1) for a in ("genesis", "scratch")]
-    assert transfer.pending_units(tmp_path, units) == units
-    transfer.write_json_atomic(_record(5, 0, "genesis", {"a": 0.5}, [1, 1]),
-                               transfer.unit_path(tmp_path, transfer.unit_name(5, 0, "genesis")))
+    assert protocol.pending_units(tmp_path, units) == units
+    write_json_atomic(_record(5, 0, "genesis", {"a": 0.5}, [1, 1]),
+                               protocol.unit_path(tmp_path, protocol.unit_name(5, 0, "genesis")))
     (tmp_path / "units" / ".K5_seed1_genesis.json.tmp").write_text("{")  # an interrupted write is not a record
-    assert transfer.pending_units(tmp_path, units) == [(5, 0, "scratch"), (5, 1, "genesis"), (5, 1, "scratch")]
-    assert [r["arm"] for r in transfer.load_runs(tmp_path)] == ["genesis"]
+    assert protocol.pending_units(tmp_path, units) == [(5, 0, "scratch"), (5, 1, "genesis"), (5, 1, "scratch")]
+    assert [r["arm"] for r in protocol.load_runs(tmp_path)] == ["genesis"]
 
 
-def test_summary_gives_the_paired_difference_with_ci_and_p(transfer):
+def test_summary_gives_the_paired_difference_with_ci_and_p():
     rng = np.random.default_rng(0)
     cases = [f"c{i}" for i in range(30)]
     runs = []
@@ -70,7 +81,7 @@ def test_summary_gives_the_paired_difference_with_ci_and_p(transfer):
         runs.append(_record(5, seed, "scratch", base, [2, 3]))
         runs.append(_record(5, seed, "genesis", {c: v + 0.1 for c, v in base.items()}, [1, 3]))
         runs.append(_record(5, seed, "encoder", dict(base), [2, None]))
-    summary = transfer.summarize(runs, n_boot=2000)
+    summary = label_efficiency.summarize(runs, n_boot=2000)
     row = summary["5"]["1"]["arms"]["genesis"]["dice"]["vs_scratch"]
     assert row["mean_diff"] == pytest.approx(0.1)
     assert row["ci95"][0] == pytest.approx(0.1) and row["ci95"][1] == pytest.approx(0.1)
@@ -78,32 +89,32 @@ def test_summary_gives_the_paired_difference_with_ci_and_p(transfer):
     same = summary["5"]["1"]["arms"]["encoder"]["dice"]["vs_scratch"]
     assert same["mean_diff"] == 0 and same["p"] is None
     assert "vs_scratch" not in summary["5"]["1"]["arms"]["scratch"]["dice"]
-    crit = transfer.criteria(runs)
+    crit = label_efficiency.criteria(runs)
     assert [c["seed"] for c in crit] == [0, 1, 2]
     assert all(c["leaves_zero_no_later"] and c["mean_dice_not_lower"] for c in crit)
     # an arm that never leaves 0 on a label fails the criterion
     runs_bad = [dict(r, first_nonzero_epoch=[1, None]) if r["arm"] == "genesis" else r for r in runs]
-    assert not any(c["leaves_zero_no_later"] for c in transfer.criteria(runs_bad))
-    text = transfer.table({"task": "T", "setting": "cpu", "device": "cpu", "n_eval": 30, "summary": summary,
+    assert not any(c["leaves_zero_no_later"] for c in label_efficiency.criteria(runs_bad))
+    text = label_efficiency.table({"task": "T", "setting": "cpu", "device": "cpu", "n_eval": 30, "summary": summary,
                            "criteria": crit})
     assert "+0.100" in text and "genesis" in text
     json.dumps(summary)  # the summary goes into transfer_results.json
 
 
-def test_first_nonzero_epochs(transfer):
-    assert transfer.first_nonzero_epochs([[0, 0], [0.1, 0], [0.2, 0.3]], 2) == [1, 2]
-    assert transfer.first_nonzero_epochs([[0, 0]], 2) == [None, None]
+def test_first_nonzero_epochs():
+    assert label_efficiency.first_nonzero_epochs([[0, 0], [0.1, 0], [0.2, 0.3]], 2) == [1, 2]
+    assert label_efficiency.first_nonzero_epochs([[0, 0]], 2) == [None, None]
 
 
-def test_plot_writes_a_png(transfer, tmp_path):
+def test_plot_writes_a_png(tmp_path):
     runs = [_record(k, s, a, {"c1": 0.4 + 0.01 * s, "c2": 0.5}, [0, 0]) for k in (5, 20) for s in (0, 1)
             for a in ("scratch", "genesis")]
-    results = {"task": "T", "setting": "cpu", "summary": transfer.summarize(runs, n_boot=200)}
-    transfer.plot(results, tmp_path / "p.png")
+    results = {"task": "T", "setting": "cpu", "summary": label_efficiency.summarize(runs, n_boot=200)}
+    label_efficiency.plot(results, tmp_path / "p.png")
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_first_epoch_above_half_on_every_label(transfer):
+def test_first_epoch_above_half_on_every_label():
     from nnunet_genesis.evaluation.label_efficiency import first_epoch_all_above
 
     assert first_epoch_all_above([[0.0, 0.6], [0.55, 0.4], [0.6, 0.7], [0.9, 0.9]]) == 2

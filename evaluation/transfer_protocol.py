@@ -1,0 +1,287 @@
+"""The label-efficiency protocol of ``benchmarks/transfer.py``: settings, arms, case draws, the
+shared steps and one unit (K, seed, arm) from training to its record.
+
+The script is the command line around it; the statistics over the records are in
+``label_efficiency``. A unit's record is written (atomically) only once the unit is complete, so
+a protocol can be completed over several invocations.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from nnunet_genesis.errors import GenesisUserError
+from nnunet_genesis.evaluation.label_efficiency import first_nonzero_epochs
+from nnunet_genesis.msd_folders import copy_heldout, labelled_cases, make_msd_subset, msd_task_number
+from nnunet_genesis.nnunet_steps import NnunetSteps
+from nnunet_genesis.outputs import write_json_atomic
+from nnunet_genesis.pinned_jobs import raise_if_stopped
+from nnunet_genesis.pipeline import Step, StepContext, Workspace, remove, run_logged
+from nnunet_genesis.splits import seeded_chunks, write_splits
+from nnunet_genesis.trainers.demo_schedules import ShortSchedule, write_schedule_plans
+
+CONFIGURATION = "3d_fullres"
+
+# arm -> (trainer, whether it reads the Genesis plans variant)
+ARMS: dict[str, tuple[str, bool]] = {
+    "genesis": ("nnUNetTrainerGenesis_demo", True),
+    "encoder": ("nnUNetTrainerGenesis_encoderOnly_demo", True),
+    "scratch": ("nnUNetTrainerScratch_demo", False),
+    "stock": ("nnUNetTrainerStock_demo", False),
+    "aspretrained": ("nnUNetTrainerGenesis_asPretrained_demo", True),
+    "resetdecodernorm": ("nnUNetTrainerGenesis_resetDecoderNorm_demo", True),
+    "resetlastnorm": ("nnUNetTrainerGenesis_resetLastNorm_demo", True),
+    "resetallnorm": ("nnUNetTrainerGenesis_resetAllNorm_demo", True),
+    "reinitlast": ("nnUNetTrainerGenesis_reinitLastStage_demo", True),
+    "headwarmup": ("nnUNetTrainerGenesis_headWarmup_demo", True),
+    "lowlr": ("nnUNetTrainerGenesis_lowLR_demo", True),
+    "nnunetrecipe": ("nnUNetTrainerGenesis_nnUNetRecipe_demo", True),
+}
+DEFAULT_ARMS = ("genesis", "encoder", "scratch", "stock")  # "aspretrained" is the default start, i.e. "genesis"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Plan reduction and schedules of one benchmark setting."""
+
+    batch_size: int | None
+    max_patch_voxels: int | None
+    width: float
+    pretrain_minutes: float  # 0: pretrain_epochs x pretrain_iterations instead of a time budget
+    pretrain_epochs: int
+    pretrain_iterations: int
+    finetune_epochs: int
+    finetune_iterations: int
+    warmup_epochs: int
+    eval_cases: int
+    val_cases: int
+    test_time_mirroring: bool
+    training_mirroring: bool  # ShortSchedule.training_mirroring
+    preset: str  # GenesisConfig preset of the pretraining
+
+
+SETTINGS = {
+    # 2 CPU cores: a quarter of the feature maps, patch at most 64^3, batch 2; 16 x 100 iterations,
+    # the shortest schedule in which scratch learnt both hippocampus labels (16 x 50 did not; about
+    # 3 h for K = 5, 20 x 3 seeds x 4 arms: docs/benchmark_transfer.md, "A fair schedule").
+    "cpu": Setting(batch_size=2, max_patch_voxels=64 ** 3, width=0.25, pretrain_minutes=10, pretrain_epochs=1000,
+                   pretrain_iterations=20, finetune_epochs=16, finetune_iterations=100, warmup_epochs=1,
+                   eval_cases=40, val_cases=5, test_time_mirroring=False, training_mirroring=False,
+                   preset="mild"),
+    # nnU-Net's plan unchanged, for a GPU.
+    "full": Setting(batch_size=None, max_patch_voxels=None, width=1.0, pretrain_minutes=0, pretrain_epochs=100,
+                    pretrain_iterations=250, finetune_epochs=250, finetune_iterations=250, warmup_epochs=3,
+                    eval_cases=40, val_cases=5, test_time_mirroring=True, training_mirroring=True,
+                    preset="paper"),
+}
+QUICK = dict(pretrain_minutes=0, pretrain_epochs=1, pretrain_iterations=3, finetune_epochs=2, finetune_iterations=3,
+             warmup_epochs=1, eval_cases=4, val_cases=2)
+
+
+def draw_heldout(cases: list[str], n_eval: int, n_val: int, split_seed: int) -> tuple[list[str], list[str], list[str]]:
+    """Seeded (evaluation, validation, training pool); the pool keeps the drawn order."""
+    if len(cases) < n_eval + n_val + 1:
+        raise GenesisUserError(f"The task has {len(cases)} labelled cases; {n_eval} evaluation + {n_val} "
+                               f"validation cases leave none to train on. Lower --eval-cases or --val-cases.")
+    evaluation, val, pool = seeded_chunks(sorted(cases), [n_eval, n_val], split_seed)
+    return sorted(evaluation), sorted(val), pool
+
+
+def training_cases(pool: list[str], k: int, seed: int) -> list[str]:
+    """The K training cases of a seed: the first K of the seed's own permutation of the pool,
+    so they are nested across K."""
+    if k > len(pool):
+        raise GenesisUserError(f"--labelled {k}: the training pool has only {len(pool)} cases.")
+    return sorted(seeded_chunks(list(pool), [k], [seed, 7])[0])
+
+
+def unit_name(k: int, seed: int, arm: str) -> str:
+    return f"K{k}_seed{seed}_{arm}"
+
+
+def unit_path(out: Path, name: str) -> Path:
+    """A unit's record: written (atomically) only once the unit is complete."""
+    return out / "units" / f"{name}.json"
+
+
+def pending_units(out: Path, units: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+    """The units without a record in ``out/units`` (a record is written only when a unit is complete)."""
+    return [u for u in units if not unit_path(out, unit_name(*u)).is_file()]
+
+
+def load_runs(out: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(unit_path(out, "*").parent.glob("*.json"))]
+
+
+class TransferBenchmark:
+    def __init__(self, out: Path, msd_task: Path, device: str, setting_name: str, setting: Setting,
+                 split_seed: int, max_cases: int | None, jobs: int = 1):
+        self.out, self.msd, self.device = out, msd_task, device
+        self.setting_name, self.setting, self.split_seed, self.max_cases = setting_name, setting, split_seed, max_cases
+        self.jobs = jobs
+        self.ws = Workspace(out)
+        self.dataset_id = msd_task_number(msd_task)
+        self.nnunet = NnunetSteps(self.ws, self.dataset_id, CONFIGURATION, device)
+        self.plans = f"nnUNetPlans_bench_{setting_name}"
+        self.genesis_plans = f"{self.plans}_genesis"
+        self.train_env = {"nnUNet_n_proc_DA": "0"} if device == "cpu" else {}
+
+    # --- paths and records
+    @property
+    def cases_file(self) -> Path:
+        return self.ws.state / "cases.json"
+
+    @property
+    def folds_file(self) -> Path:
+        return self.ws.state / "folds.json"
+
+    def cases(self) -> dict:
+        return json.loads(self.cases_file.read_text())
+
+    @property
+    def dataset_name(self) -> str:
+        return self.nnunet.dataset_name
+
+    def trainer_and_plans(self, arm: str) -> tuple[str, str]:
+        trainer, genesis = ARMS[arm]
+        return trainer, self.genesis_plans if genesis else self.plans
+
+    def fold_folder(self, arm: str, fold: int) -> Path:
+        return self.nnunet.run_folder(*self.trainer_and_plans(arm)) / f"fold_{fold}"
+
+    def unit_file(self, name: str) -> Path:
+        return unit_path(self.out, name)
+
+    # --- shared steps (pipeline steps: skipped when done)
+    def shared_steps(self) -> list[Step]:
+        return [
+            Step("convert", "nnUNetv2_convert_MSD_dataset", self._convert,
+                 lambda: [*self.nnunet.raw_partial(), self.out / "source"]),
+            Step("preprocess", "nnUNetv2_plan_and_preprocess + held-out draw", self._preprocess,
+                 lambda: [*self.nnunet.preprocessed_partial(), self.out / "heldout", self.cases_file,
+                          self.folds_file]),
+            Step("pretrain", "pretrain once on all images (labels unused)", self._pretrain,
+                 lambda: self.nnunet.pretrain_partial(self.pretrain_dir)),
+            Step("attach", "nnunet-genesis attach", self._attach, lambda: []),
+        ]
+
+    @property
+    def pretrain_dir(self) -> Path:
+        return self.out / "pretrain"
+
+    def _convert(self, ctx: StepContext) -> dict:
+        msd = self.msd
+        if self.max_cases is not None:
+            msd = make_msd_subset(msd, self.out / "source", self.max_cases, None)
+        return {"dataset": self.nnunet.convert_msd(ctx, msd)}
+
+    def schedule(self) -> ShortSchedule:
+        s = self.setting
+        return ShortSchedule(epochs=s.finetune_epochs, iterations_per_epoch=s.finetune_iterations,
+                             val_iterations_per_epoch=min(5, max(1, s.finetune_iterations // 10)),
+                             warmup_epochs=s.warmup_epochs, seed=self.split_seed,
+                             test_time_mirroring=s.test_time_mirroring, training_mirroring=s.training_mirroring)
+
+    def _preprocess(self, ctx: StepContext) -> dict:
+        s = self.setting
+        raw = self.nnunet.plan_and_preprocess(ctx)
+        evaluation, val, pool = draw_heldout(labelled_cases(raw), s.eval_cases, s.val_cases, self.split_seed)
+        pre = self.ws.preprocessed / raw.name
+        plans_file = write_schedule_plans(pre, self.plans, self.schedule(), "nnUNetPlans", CONFIGURATION,
+                                          batch_size=s.batch_size, max_patch_voxels=s.max_patch_voxels, width=s.width)
+        images, labels = copy_heldout(raw, evaluation, self.out / "heldout")
+        config = json.loads(plans_file.read_text())["configurations"][CONFIGURATION]
+        arch = config["architecture"]["arch_kwargs"]
+        write_json_atomic({"evaluation": evaluation, "val": val, "pool": pool,
+                           "eval_images": str(images), "eval_labels": str(labels),
+                           "plan": {"patch_size": config["patch_size"], "batch_size": config["batch_size"],
+                                    "features_per_stage": arch["features_per_stage"]},
+                           "schedule": self.schedule().to_dict()}, self.cases_file)
+        return {}
+
+    def _pretrain(self, ctx: StepContext) -> dict:
+        s = self.setting
+        length = (["--time-budget", str(s.pretrain_minutes)] if s.pretrain_minutes > 0 else
+                  ["--epochs", str(s.pretrain_epochs)])
+        options = [*length, "--iters-per-epoch", str(s.pretrain_iterations), "--seed", str(self.split_seed),
+                   "--preset", s.preset]
+        self.nnunet.pretrain(ctx, self.pretrain_dir, self.plans, options,
+                             ["--workers", "0"] if self.device == "cpu" else [])
+        return {}
+
+    def _attach(self, ctx: StepContext) -> dict:
+        self.nnunet.attach(ctx, self.pretrain_dir / "genesis_final.pth", self.plans, self.genesis_plans)
+        return {}
+
+    # --- folds: one per (K, seed), numbered in the order they were first requested
+    def register_folds(self, ks: list[int], seeds: list[int]) -> dict[str, int]:
+        folds = json.loads(self.folds_file.read_text()) if self.folds_file.is_file() else {}
+        cases = self.cases()
+        for k in ks:
+            for seed in seeds:
+                training_cases(cases["pool"], k, seed)  # refuses a K larger than the pool, before anything runs
+                folds.setdefault(f"K{k}_seed{seed}", len(folds))
+        order = sorted(folds.items(), key=lambda kv: kv[1])
+        splits = []
+        for key, _ in order:
+            k, seed = (int(x) for x in key[1:].split("_seed"))
+            splits.append((training_cases(cases["pool"], k, seed), cases["val"]))
+        write_splits(self.ws.preprocessed / self.dataset_name, splits)
+        write_json_atomic(folds, self.folds_file)
+        return folds
+
+    # --- units
+    def run_unit(self, k: int, seed: int, arm: str, fold: int, cpus: str | None, log: Path,
+                 stop: threading.Event | None = None) -> dict:
+        """Train, predict and evaluate one (K, seed, arm); returns its record (also written to disk).
+
+        ``stop``: once set, the running command is terminated (run_logged polls once a second).
+        """
+        from nnunet_genesis.evaluation.evaluate import load_evaluation
+        from nnunet_genesis.evaluation.training_curves import curves_for_fold
+
+        name = unit_name(k, seed, arm)
+        trainer, plans = self.trainer_and_plans(arm)
+        predictions = self.out / "predictions" / name
+        evaluation = self.out / "evaluation" / f"{name}.json"
+        remove([self.fold_folder(arm, fold), predictions, evaluation, evaluation.with_suffix(".csv")])
+        env = self.ws.env()
+        env.update(self.train_env)
+        pin = ["taskset", "-c", cpus] if cpus else []
+
+        def run(cmd):
+            run_logged(cmd, log, env, status=lambda _line: raise_if_stopped(stop), cwd=self.ws.root)
+
+        seconds = {}
+        t0 = time.monotonic()
+        run([*pin, *self.nnunet.train_command(fold, trainer, plans)])
+        seconds["train"] = time.monotonic() - t0
+        t0 = time.monotonic()
+        run([*pin, *self.nnunet.predict_command(Path(self.cases()["eval_images"]), predictions, fold, trainer, plans)])
+        seconds["predict"] = time.monotonic() - t0
+        t0 = time.monotonic()
+        run([*pin, *self.nnunet.evaluate_command(predictions, Path(self.cases()["eval_labels"]), self.msd.name,
+                                                 evaluation)])
+        seconds["evaluate"] = time.monotonic() - t0
+        result = load_evaluation(evaluation)
+        curves, _ = curves_for_fold(self.fold_folder(arm, fold))
+        pseudo = [list(map(float, d)) for d in curves.dice_per_class] if curves is not None else []
+        labels = [str(label) for label in result["labels"]]
+        record = {
+            "K": k, "seed": seed, "arm": arm, "trainer": trainer, "plans": plans, "fold": fold,
+            "train_cases": training_cases(self.cases()["pool"], k, seed),
+            "label_names": result.get("label_names", {}),
+            "labels": {label: {"dice": result["summary"][label]["dice"]["mean"],
+                               "nsd": result["summary"][label]["nsd"]["mean"]} for label in labels},
+            "cases": {c["case"]: {label: {m: (c["labels"].get(label) or {}).get(m) for m in ("dice", "nsd")}
+                                  for label in labels} for c in result["cases"]},
+            "pseudo_dice": pseudo,
+            "first_nonzero_epoch": first_nonzero_epochs(pseudo, len(labels)),
+            "seconds": {n: round(v, 1) for n, v in seconds.items()},
+        }
+        write_json_atomic(record, self.unit_file(name))
+        return record
