@@ -30,12 +30,15 @@ def seeded_chunks(cases: Sequence[str], sizes: Sequence[int], seed) -> list[list
     return chunks
 
 
-def write_splits(preprocessed_dataset: str | Path, folds: Sequence[tuple[Sequence[str], Sequence[str]]]) -> Path:
-    """nnU-Net's ``splits_final.json``: fold i trains on ``folds[i][0]`` and validates on ``folds[i][1]``."""
+def write_splits(preprocessed_dataset: str | Path, folds: Sequence[tuple[Sequence[str], Sequence[str]]],
+                 shared_ok: bool = False) -> Path:
+    """nnU-Net's ``splits_final.json``: fold i trains on ``folds[i][0]`` and validates on ``folds[i][1]``.
+
+    ``shared_ok``: cases may be in both (a pretraining on a single volume validates on it)."""
     splits = [{"train": sorted(tr), "val": sorted(val)} for tr, val in folds]
     for i, s in enumerate(splits):
         overlap = set(s["train"]) & set(s["val"])
-        if overlap:
+        if overlap and not shared_ok:
             raise ValueError(f"fold {i}: cases in both train and val: {sorted(overlap)[:5]}")
     path = Path(preprocessed_dataset) / "splits_final.json"
     write_json_atomic(splits, path)

@@ -194,24 +194,23 @@ def write_fingerprint(path: Path, shapes: list[tuple[int, ...]], spacings: list[
     }, indent=2))
 
 
-def write_split(path: Path, identifiers: list[str], val_fraction: float, seed: int) -> dict[str, list[str]]:
-    """One seeded train/validation split (nnU-Net's splits_final.json format, fold 0).
+def write_split(preprocessed_dataset: Path, identifiers: list[str], val_fraction: float,
+                seed: int) -> dict[str, list[str]]:
+    """One seeded train/validation split as fold 0 of the dataset's ``splits_final.json``.
 
     The validation cases provide the fixed validation patches; with a single volume it is
     used for both.
     """
-    from nnunet_genesis.outputs import write_json_atomic
-    from nnunet_genesis.splits import seeded_chunks
+    from nnunet_genesis.splits import seeded_chunks, write_splits
 
     ids = sorted(identifiers)
     if len(ids) < 2:
-        split = {"train": ids, "val": ids}
+        train, val = ids, ids
     else:
         n_val = min(len(ids) - 1, max(1, int(round(len(ids) * val_fraction))))
         val, train = seeded_chunks(ids, [n_val], seed)
-        split = {"train": sorted(train), "val": sorted(val)}
-    write_json_atomic([split], path)
-    return split
+    write_splits(preprocessed_dataset, [(train, val)], shared_ok=len(ids) < 2)
+    return {"train": sorted(train), "val": sorted(val)}
 
 
 def run_preprocessing(dataset_name: str, plans_identifier: str, configuration: str, num_processes: int) -> None:

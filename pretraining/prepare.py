@@ -223,7 +223,7 @@ def _plan_and_preprocess(request: PrepareRequest, out: Path, folders: NnunetFold
     shutil.copyfile(raw_folder / SOURCES_FILE, pre / SOURCES_FILE)
     plans_lib.write_fingerprint(pre / "dataset_fingerprint.json", shapes, spacings,
                                 plans.get("foreground_intensity_properties_per_channel", {}))
-    plans_lib.write_split(pre / "splits_final.json", [c.identifier for c in converted],
+    plans_lib.write_split(pre, [c.identifier for c in converted],
                           request.val_fraction, options.seed)
     print(f"Preprocessing {len(converted)} volume(s) of {dataset_name} with nnU-Net "
           f"({plans_identifier}, {configuration}) ...")

@@ -46,14 +46,14 @@ def test_patch_size_must_fit_the_network_downsampling():
 
 def test_split_is_seeded_and_disjoint(tmp_path):
     ids = [f"case_{i:05d}" for i in range(20)]
-    a = write_split(tmp_path / "a.json", ids, 0.1, seed=3)
-    b = write_split(tmp_path / "b.json", ids, 0.1, seed=3)
+    a = write_split(tmp_path, ids, 0.1, seed=3)
+    b = write_split(tmp_path / "b", ids, 0.1, seed=3)
     assert a == b and len(a["val"]) == 2 and not set(a["val"]) & set(a["train"])
     assert sorted(a["val"] + a["train"]) == ids
-    assert any(write_split(tmp_path / "c.json", ids, 0.1, seed=s)["val"] != a["val"] for s in range(4, 10))
-    one = write_split(tmp_path / "d.json", ids[:1], 0.1, seed=3)
+    assert any(write_split(tmp_path / "c", ids, 0.1, seed=s)["val"] != a["val"] for s in range(4, 10))
+    one = write_split(tmp_path / "d", ids[:1], 0.1, seed=3)
     assert one == {"train": ids[:1], "val": ids[:1]}
-    assert json.loads((tmp_path / "a.json").read_text()) == [a]
+    assert json.loads((tmp_path / "splits_final.json").read_text()) == [a]
 
 
 def test_dataset_id_is_the_highest_free_one_or_the_requested_one(tmp_path, monkeypatch):
