@@ -37,12 +37,9 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
-from numba import njit  # noqa: E402
-
 from nnunet_genesis.transforms import GenesisConfig, corrupt, corrupt_batch  # noqa: E402
-from nnunet_genesis.transforms import local_shuffle, nonlinear  # noqa: E402
 from nnunet_genesis.transforms.config import CorruptionDecisions  # noqa: E402
-from nnunet_genesis.transforms.kernels import _GOLDEN, _U32, _splitmix_at, compile_kernels  # noqa: E402
+from nnunet_genesis.transforms.kernels import compile_kernels  # noqa: E402
 
 
 # --------------------------------------------------------------------------------------
@@ -221,81 +218,8 @@ def torch_throughput(shape: tuple[int, int, int], device: str, batch: int, reps:
 
 
 # --------------------------------------------------------------------------------------
-# The data pipeline: nnU-Net's spatial + mirror augmentation and corrupt, per 128^3 patch;
-# corrupt with the eight-lane gathers of simd.py and with plain scalar loops instead.
+# The data pipeline of the workers route: nnU-Net's spatial + mirror augmentation, then corrupt.
 # --------------------------------------------------------------------------------------
-@njit(nogil=True, fastmath=True)  # as kernels.map_intervals: bit-identical output (a fused multiply-add)
-def map_intervals_scalar(src, dst, first, stop, lo, hi, scale, a, b):
-    """kernels.map_intervals with a scalar loop instead of simd.gather_piecewise_linear."""
-    last = a.shape[1] - 1
-    for c in range(src.shape[0]):
-        s, d = src[c], dst[c]
-        l, h, sc, ac, bc = lo[c], hi[c], scale[c], a[c], b[c]
-        for q in range(first.shape[0]):
-            for v in range(np.uint64(first[q]), np.uint64(stop[q])):
-                u = s[v] - l
-                k = np.uint64(min(max(np.int64(np.int32(u * sc)), 0), last))
-                y = ac[k] + bc[k] * u
-                d[v] = min(max(y, l), h)
-
-
-@njit(nogil=True)
-def shuffle_blocks_flat_scalar(src, dst, starts, sizes, shape_yz, seed):
-    """kernels.shuffle_blocks_flat with a scalar copy loop instead of simd.gather_copy."""
-    Y, Z = shape_yz[0], shape_yz[1]
-    YZ = Y * Z
-    n = starts.shape[0]
-    largest = 2
-    for k in range(n):
-        largest = max(largest, sizes[k, 0] * sizes[k, 1] * sizes[k, 2])
-    perm = np.empty(largest, dtype=np.int64)
-    draws = np.empty((largest + 1) // 2, dtype=np.uint64)
-    halves = draws.view(np.uint32)
-    state = np.uint64(seed)
-    for k in range(n):
-        base = starts[k, 0] * YZ + starts[k, 1] * Z + starts[k, 2]
-        sx, sy, sz = sizes[k, 0], sizes[k, 1], sizes[k, 2]
-        m = sx * sy * sz
-        h = (m + 1) // 2
-        for q in range(h):
-            draws[q] = _splitmix_at(state, np.uint64(q + 1))
-        state += np.uint64(h) * _GOLDEN
-        v, ez, ey = base, 0, 0
-        for i in range(m):
-            j = (np.uint64(halves[i]) * np.uint64(i + 1)) >> _U32
-            perm[i] = perm[j]
-            perm[j] = v
-            v += 1
-            ez += 1
-            if ez == sz:
-                ez = 0
-                ey += 1
-                v += Z - sz
-                if ey == sy:
-                    ey = 0
-                    v += YZ - sy * Z
-        for c in range(src.shape[0]):
-            s, d = src[c], dst[c]
-            i = np.uint64(0)
-            for dx in range(sx):
-                for dy in range(sy):
-                    row = np.uint64(base + dx * YZ + dy * Z)
-                    for dz in range(np.uint64(sz)):
-                        d[row + dz] = s[np.uint64(perm[i + dz])]
-                    i += np.uint64(sz)
-    return state
-
-
-def corrupt_scalar(image: np.ndarray, rng: np.random.Generator, cfg: GenesisConfig):
-    """``corrupt`` with the two gather kernels swapped for their scalar copies (same output)."""
-    saved = nonlinear.map_intervals, local_shuffle.shuffle_blocks_flat
-    nonlinear.map_intervals, local_shuffle.shuffle_blocks_flat = map_intervals_scalar, shuffle_blocks_flat_scalar
-    try:
-        return corrupt(image, rng, cfg)
-    finally:
-        nonlinear.map_intervals, local_shuffle.shuffle_blocks_flat = saved
-
-
 def nnunet_spatial_augmentation(patch_size: tuple[int, int, int]):
     """(transform, input patch size): nnU-Net 2.x's SpatialTransform + MirrorTransform for a 3D
     fullres plan with this patch (as ``nnUNetTrainer`` configures them: rotation +-30 degrees and
@@ -316,12 +240,12 @@ def nnunet_spatial_augmentation(patch_size: tuple[int, int, int]):
 
 
 def pipeline(volume: str | None, cfg: GenesisConfig, seeds: int, reps: int) -> None:
-    """Per 128^3 patch, CPU ms: spatial + mirror augmentation, corrupt (gathers), corrupt (scalar).
+    """Per 128^3 patch, CPU ms: nnU-Net's spatial + mirror augmentation, then ``corrupt`` on its output.
 
-    Each repetition runs the same ``seeds`` samples; per sample the three are timed one after
-    the other (the two corrupt variants in alternating order, on the same augmented patch and
-    seed), so a slow stretch of a shared machine hits all three alike. Printed: the median over
-    the repetitions of each one's mean per sample, and the median of the paired difference.
+    Each repetition runs the same ``seeds`` samples (the augmentation's global generators and
+    ``corrupt``'s generator seeded per sample), timing the two one after the other, so a slow
+    stretch of a shared machine hits both alike. Printed: the median over the repetitions of
+    each one's mean per sample, and corrupt's share of the two together.
     """
     patch = (128, 128, 128)
     augment, initial = nnunet_spatial_augmentation(patch)
@@ -334,34 +258,27 @@ def pipeline(volume: str | None, cfg: GenesisConfig, seeds: int, reps: int) -> N
         np.random.seed(s)
         torch.manual_seed(s)
         with torch.no_grad():
-            return augment(image=image.clone(), segmentation=seg.clone())["image"]
+            return augment(image=image.clone(), segmentation=seg.clone())["image"].numpy()
 
-    for s in range(2):  # warm-up, and the two variants agree
-        x = augmented(s).numpy()
-        a, b = corrupt(x, np.random.default_rng(s), cfg), corrupt_scalar(x, np.random.default_rng(s), cfg)
-        assert all(np.array_equal(u, v) for u, v in zip(a, b)), "the scalar kernels changed the output"
-    rows = {"spatial + mirror": [], "corrupt, gathers": [], "corrupt, scalar": []}
-    for r in range(reps):
+    corrupt(augmented(0), np.random.default_rng(0), cfg)  # warm-up
+    rows: dict[str, list[float]] = {"spatial + mirror": [], "corrupt": []}
+    for _ in range(reps):
         totals = dict.fromkeys(rows, 0.0)
         for s in range(seeds):
             c0 = time.process_time()
-            x = augmented(s).numpy()
-            totals["spatial + mirror"] += (time.process_time() - c0) * 1e3
-            order = ["corrupt, gathers", "corrupt, scalar"][::(1 if (r + s) % 2 else -1)]
-            for name in order:
-                fn = corrupt if name == "corrupt, gathers" else corrupt_scalar
-                c, _ = cpu_ms(fn, x, np.random.default_rng(s), cfg)
-                totals[name] += c
+            x = augmented(s)
+            c1 = time.process_time()
+            corrupt(x, np.random.default_rng(s), cfg)
+            c2 = time.process_time()
+            totals["spatial + mirror"] += (c1 - c0) * 1e3
+            totals["corrupt"] += (c2 - c1) * 1e3
         for name in rows:
             rows[name].append(totals[name] / seeds)
     med = {name: float(np.median(v)) for name, v in rows.items()}
     for name, v in rows.items():
         print(f"  {name:<18s} median {med[name]:6.2f} ms   (repetitions: {min(v):.2f}-{max(v):.2f})")
-    saved = float(np.median(np.subtract(rows["corrupt, scalar"], rows["corrupt, gathers"])))
-    whole = med["spatial + mirror"] + med["corrupt, scalar"]
-    print(f"  gathers save {saved:.2f} ms per patch (median of paired differences) = "
-          f"{100 * saved / med['corrupt, scalar']:.1f} % of corrupt, {100 * saved / whole:.1f} % of the pipeline "
-          f"(spatial + mirror + corrupt with scalar loops, {whole:.1f} ms)")
+    print(f"  corrupt: {100 * med['corrupt'] / (med['corrupt'] + med['spatial + mirror']):.0f} % of the pipeline "
+          f"({med['corrupt'] + med['spatial + mirror']:.1f} ms)")
 
 
 def main() -> None:

@@ -3,9 +3,10 @@
 Why compiled: local shuffling moves 2-3 million voxels through 10,000 independent random
 permutations per 128^3 patch, and the intensity mapping and painting touch every voxel. In
 NumPy each of these is several passes over index arrays as large as the volume; here each is
-one pass, with no temporary arrays (see docs/transforms.md, "Speed"). The two loops that read
-at data-dependent places (the mapping's lookup table, the shuffle's permuted source) use the
-eight-lane gathers of ``simd.py``, which LLVM does not generate on its own.
+one pass, with no temporary arrays (see docs/transforms.md, "Speed"). The loops that read at
+data-dependent places (the mapping's lookup table, the shuffle's permuted source) are plain
+scalar loops: hand-written vector gathers did not pay for themselves in the data pipeline
+(docs/transforms.md, "The hand-written gathers").
 
 Regions: the mapping, copies and noise work on a list of flat voxel intervals
 ``[first, stop)`` of the C-order volume (``box_intervals``): the whole volume is one interval,
@@ -35,8 +36,6 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
-
-from nnunet_genesis.transforms.simd import LANES, gather_copy, gather_piecewise_linear
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -188,8 +187,11 @@ def map_intervals(src, dst, first, stop, lo, hi, scale, a, b):
         s, d = src[c], dst[c]
         l, h, sc, ac, bc = lo[c], hi[c], scale[c], a[c], b[c]
         for q in range(first.shape[0]):
-            for v in range(first[q], stop[q], LANES):
-                gather_piecewise_linear(s, d, v, stop[q] - v, l, h, sc, ac, bc, last)
+            for v in range(np.uint64(first[q]), np.uint64(stop[q])):
+                u = s[v] - l
+                k = np.uint64(min(max(np.int64(np.int32(u * sc)), 0), last))
+                y = ac[k] + bc[k] * u
+                d[v] = min(max(y, l), h)
 
 
 @njit(cache=True, nogil=True, fastmath=True)
@@ -297,7 +299,7 @@ def shuffle_blocks_flat(src, dst, starts, sizes, shape_yz, seed):
     largest = 2
     for k in range(n):
         largest = max(largest, sizes[k, 0] * sizes[k, 1] * sizes[k, 2])
-    perm = np.empty(largest + LANES, dtype=np.int64)  # source voxel of each block voxel (row-major); gathers read 8
+    perm = np.empty(largest, dtype=np.int64)  # source voxel of each block voxel (row-major)
     draws = np.empty((largest + 1) // 2, dtype=np.uint64)
     halves = draws.view(np.uint32)
     state = np.uint64(seed)
@@ -326,13 +328,13 @@ def shuffle_blocks_flat(src, dst, starts, sizes, shape_yz, seed):
                     v += YZ - sy * Z
         for c in range(src.shape[0]):
             s, d = src[c], dst[c]
-            i = 0
+            i = np.uint64(0)
             for dx in range(sx):
                 for dy in range(sy):
-                    row = base + dx * YZ + dy * Z
-                    for dz in range(0, sz, LANES):
-                        gather_copy(s, d, perm, i + dz, row + dz, sz - dz)
-                    i += sz
+                    row = np.uint64(base + dx * YZ + dy * Z)  # unsigned: see module doc
+                    for dz in range(np.uint64(sz)):
+                        d[row + dz] = s[np.uint64(perm[i + dz])]
+                    i += np.uint64(sz)
     return state
 
 
