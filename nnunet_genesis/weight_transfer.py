@@ -14,6 +14,9 @@ fewer stages, other kernel sizes, strides or input channels. The rules (docs/wei
 * a different number of input channels: the mean over the pretrained input channels,
   replicated and scaled by source/target channels (an input whose channels are identical
   gives the pretrained response);
+* a cascade (``3d_cascade_fullres``, whose input is the image followed by the one-hot
+  segmentation of the previous stage): with ``image_channels`` given, the image channels are
+  adapted as above as if they were the only input, the segmentation channels start at zero;
 * the segmentation/restoration head (``decoder.seg_layers``) is never transferred;
 * anything else (feature counts, networks of another family) is a GenesisUserError naming
   the first key and both shapes. Nothing is copied unless the whole plan succeeds.
@@ -33,7 +36,7 @@ from nnunet_genesis.checkpoint import GenesisCheckpoint
 from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.network import unwrap_network
 from nnunet_genesis.transfer_report import TensorTransfer, TransferReport
-from nnunet_genesis.transfer_rules import Unmappable, adapt_tensor
+from nnunet_genesis.transfer_rules import Unmappable, adapt_tensor, describe_extra, extra_input_rule
 
 HEAD_PREFIX = "decoder.seg_layers."
 _DEC_RE = re.compile(r"^decoder\.(stages|transpconvs)\.(\d+)\.(.*)$")
@@ -99,9 +102,26 @@ def _refuse_partial_encoder(entries: list[TensorTransfer], ckpt_name: str, allow
            "partial transfer explicitly with 'nnunet-genesis attach --allow-partial-transfer'."))
 
 
+def image_channel_count(dataset_json: dict) -> int:
+    """The number of image channels of a dataset, counted as nnU-Net counts them."""
+    return len(dataset_json["modality"] if "modality" in dataset_json else dataset_json["channel_names"])
+
+
+def cascade_image_channels(dataset_json: dict, is_cascaded: bool) -> int | None:
+    """``image_channels`` for ``transfer_weights``: the dataset's image channels for a cascaded
+    configuration (its further input channels are the previous stage's segmentation), else None."""
+    return image_channel_count(dataset_json) if is_cascaded else None
+
+
 def transfer_weights(network: torch.nn.Module, checkpoint: GenesisCheckpoint,
-                     include_decoder: bool = True, allow_partial: bool = False) -> TransferReport:
+                     include_decoder: bool = True, allow_partial: bool = False,
+                     image_channels: int | None = None) -> TransferReport:
     """Copy the checkpoint's weights into ``network`` in place (head excluded) and report.
+
+    ``image_channels``: how many of the network's input channels are image channels, the first
+    ones (None: all). nnU-Net's cascade appends the previous stage's one-hot segmentation after
+    them; those channels start at zero (``transfer_rules.EXTRA_INPUT_RULES``) and the image
+    channels get the pretrained input projection as for a network with only the image channels.
 
     Raises GenesisUserError, before anything is copied, when a tensor cannot be mapped or the
     encoder would not transfer fully (``allow_partial``: any share above 0 is accepted and noted).
@@ -136,6 +156,7 @@ def transfer_weights(network: torch.nn.Module, checkpoint: GenesisCheckpoint,
     entries: list[TensorTransfer] = []
     planned: list[tuple[torch.Tensor, torch.Tensor]] = []
     used_source: set[str] = set()
+    used_targets: set[str] = set()
     for key in keys:
         tshape = list(targets[key].shape)
         part = "head" if key.startswith(HEAD_PREFIX) else \
@@ -163,7 +184,8 @@ def transfer_weights(network: torch.nn.Module, checkpoint: GenesisCheckpoint,
         src = source[skey]
         try:
             value, reasons = adapt_tensor(src, tuple(tshape), transposed=key.startswith("decoder.transpconvs."),
-                                          input_projection=(key == in_proj))
+                                          input_projection=(key == in_proj),
+                                          image_channels=image_channels if key == in_proj else None)
         except Unmappable as e:
             raise GenesisUserError(
                 f"Checkpoint {ckpt_name} cannot be transferred into this network: the first "
@@ -175,6 +197,7 @@ def transfer_weights(network: torch.nn.Module, checkpoint: GenesisCheckpoint,
                 f"(nnunet-genesis pretrain --plans-from ...) or use a matching checkpoint."
             ) from None
         used_source.add(skey)
+        used_targets.add(key)
         planned.append((targets[key], value))
         entries.append(TensorTransfer(key, skey, "adapted" if reasons else "loaded",
                                       "; ".join(reasons) if reasons else "same shape",
@@ -203,6 +226,13 @@ def transfer_weights(network: torch.nn.Module, checkpoint: GenesisCheckpoint,
     if unused:
         notes.append(f"{len(unused)} checkpoint tensors in matched stages have no counterpart in "
                      f"this network (e.g. {unused[0]})")
+    if image_channels is not None and in_proj in used_targets:
+        c_tgt = targets[in_proj].shape[1]
+        extra = extra_input_rule(image_channels, c_tgt)
+        if extra is not None:
+            image = "input channel 0" if image_channels == 1 else f"input channels 0-{image_channels - 1}"
+            notes.append(f"{describe_extra(extra, image_channels, c_tgt)}; {image} (image) as for a "
+                         f"{image_channels}-channel network")
     if partial_note:
         notes.append(partial_note)
     return TransferReport(entries, ckpt_name, unmatched_source, unmatched_target, notes)

@@ -72,7 +72,7 @@ def dry_run_transfer(plans: Mapping[str, Any], dataset_json: Mapping[str, Any], 
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    from nnunet_genesis.weight_transfer import transfer_weights
+    from nnunet_genesis.weight_transfer import cascade_image_channels, transfer_weights
 
     manager = PlansManager(copy.deepcopy(dict(plans)))
     label_manager = manager.get_label_manager(dict(dataset_json))
@@ -86,7 +86,10 @@ def dry_run_transfer(plans: Mapping[str, Any], dataset_json: Mapping[str, Any], 
             determine_num_input_channels(manager, cm, dict(dataset_json)),
             label_manager.num_segmentation_heads, allow_init=True, deep_supervision=True)
         try:
-            report = transfer_weights(network, checkpoint, include_decoder=True, allow_partial=allow_partial)
+            # as the trainer does: a cascade's segmentation input channels start at zero
+            report = transfer_weights(network, checkpoint, include_decoder=True, allow_partial=allow_partial,
+                                      image_channels=cascade_image_channels(
+                                          dict(dataset_json), cm.previous_stage_name is not None))
         except GenesisUserError as e:
             raise GenesisUserError(
                 f"Checkpoint {checkpoint.path} cannot be transferred onto configuration {name!r} of "

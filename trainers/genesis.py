@@ -192,13 +192,16 @@ class nnUNetTrainerGenesis(nnUNetTrainerWarmupPoly):
 
     def transfer_genesis_weights(self):
         """Verify, load and transfer the plans' Genesis checkpoint; print and save the report."""
-        from nnunet_genesis.weight_transfer import transfer_weights
+        from nnunet_genesis.weight_transfer import cascade_image_channels, transfer_weights
 
         try:
             path = self.genesis_block.verified_checkpoint()
             checkpoint = load_checkpoint(path)
+            # a cascade's input is the image followed by the previous stage's one-hot segmentation:
+            # only the image channels get pretrained weights, the segmentation channels start at zero
             report = transfer_weights(unwrap_network(self.network), checkpoint, include_decoder=self.include_decoder,
-                                      allow_partial=self.genesis_block.allow_partial_transfer)
+                                      allow_partial=self.genesis_block.allow_partial_transfer,
+                                      image_channels=cascade_image_channels(self.dataset_json, self.is_cascaded))
         except GenesisUserError as e:
             raise self._stopping(str(e)) from None
         changes = adapt_start(unwrap_network(self.network), self.reset_norm_affine, self.reinit_last_decoder_stage)
