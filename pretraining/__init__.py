@@ -9,7 +9,10 @@ Modules, in the order a run uses them:
   Genesis plan, the split, and nnU-Net's preprocessing;
 * ``prepare``: the steps above, end to end;
 * ``options``: the run settings stored in the plans (``PretrainOptions``);
-* ``trainer``: ``nnUNetTrainerGenesisPretrain``, the restoration trainer;
+* ``restoration_trainer`` (with ``restoration_parts``): ``nnUNetTrainerRestoration``, what any
+  corrupt-and-restore pretraining needs on nnU-Net's trainer;
+* ``trainer``: ``nnUNetTrainerGenesisPretrain``, its thin Genesis subclass (the corruptions,
+  the Genesis checkpoint and PNGs);
 * ``validation_patches``, ``plots``, ``metadata``: what the trainer scores, draws and saves;
 * ``launch``: one process, DDP processes (NCCL or gloo), or torchrun;
 * ``folders``: which nnU-Net folders and dataset id a run uses.
