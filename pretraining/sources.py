@@ -157,7 +157,11 @@ def resolve_raw_dataset(name_or_path: str) -> Path:
 
 
 def scan_raw_dataset(name_or_path: str) -> ScanResult:
-    """All images (imagesTr and imagesTs) of an nnU-Net raw dataset, grouped into cases."""
+    """All images (imagesTr and imagesTs) of an nnU-Net raw dataset, grouped into cases.
+
+    Not nnU-Net's ``get_filenames_of_train_images_and_targets``: that lists imagesTr only, needs
+    a label per case and accepts a case that lacks a channel file; pretraining reads unlabelled
+    test images too and names every incomplete case."""
     folder = resolve_raw_dataset(name_or_path)
     try:
         meta = json.loads((folder / "dataset.json").read_text())
