@@ -1,0 +1,114 @@
+"""What ``nnunet-genesis recipe`` was asked to do: the settings, the models they imply, and the
+table of plain partners (the trainer of the same schedule without the Genesis start).
+
+Genesis networks are 3D, so 2D configurations are trained with the Genesis trainer's plain
+partner on the source plans; the partner is also the default ``--baseline``. The table is the
+one place that pairs them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nnunet_genesis.errors import GenesisUserError
+
+DEFAULT_TRAINER = "nnUNetTrainerGenesis"
+GENESIS_ARM, BASELINE_ARM = "genesis", "baseline"
+
+# Genesis trainer -> the trainer with the same schedule (epochs, warm-up + poly) from random
+# weights. The starts in trainers/starts.py change which weights are kept, not the schedule, so
+# they share nnUNetTrainerScratch. nnUNetTrainerGenesis_nnUNetRecipe is left out on purpose: its
+# learning rate (1e-3) and warm-up (a fifth of the epochs) have no scratch twin.
+PLAIN_PARTNERS: dict[str, str] = {
+    "nnUNetTrainerGenesis": "nnUNetTrainerScratch",
+    "nnUNetTrainerGenesis_100epochs": "nnUNetTrainerScratch_100epochs",
+    "nnUNetTrainerGenesis_250epochs": "nnUNetTrainerScratch_250epochs",
+    "nnUNetTrainerGenesis_smoke": "nnUNetTrainerScratch_smoke",
+    "nnUNetTrainerGenesis_asPretrained_smoke": "nnUNetTrainerScratch_smoke",
+    "nnUNetTrainerGenesis_encoderOnly_smoke": "nnUNetTrainerScratch_smoke",
+    **{f"nnUNetTrainerGenesis_{start}": "nnUNetTrainerScratch"
+       for start in ("asPretrained", "encoderOnly", "resetDecoderNorm", "resetLastNorm", "resetAllNorm",
+                     "reinitLastStage", "headWarmup", "lowLR", "freezeEncoder")},
+}
+
+
+def plain_partner(trainer: str, override: str | None = None) -> str:
+    """The plain trainer of ``trainer``'s schedule (``override`` if given)."""
+    if override:
+        return override
+    if trainer not in PLAIN_PARTNERS:
+        raise GenesisUserError(
+            f"Trainer {trainer} has no plain partner in the recipe's table (nnunet_genesis/recipe_settings.py, "
+            f"PLAIN_PARTNERS), which is needed for 2D configurations and as the default --baseline. Name the "
+            f"trainer with the same schedule and random weights with --plain-trainer, or choose a trainer "
+            f"from the table: {', '.join(sorted(PLAIN_PARTNERS))}.")
+    return PLAIN_PARTNERS[trainer]
+
+
+@dataclass(frozen=True, order=True)
+class Model:
+    """One nnU-Net model: what ``nnUNet_results/DATASET/TRAINER__PLANS__CONFIGURATION`` holds."""
+
+    trainer: str
+    plans: str
+    configuration: str
+
+    @property
+    def identifier(self) -> str:
+        return f"{self.trainer}__{self.plans}__{self.configuration}"
+
+    def as_nnunet_dict(self) -> dict[str, str]:
+        """The form find_best_configuration takes (``allowed_trained_models``)."""
+        return {"plans": self.plans, "configuration": self.configuration, "trainer": self.trainer}
+
+
+@dataclass(frozen=True)
+class RecipeSettings:
+    """Everything the recipe was asked for, resolved (dataset name, checkpoint digest, folds)."""
+
+    dataset: str  # DatasetXXX_Name
+    checkpoint: Path
+    checkpoint_sha256: str
+    configurations: tuple[str, ...]
+    folds: tuple[int, ...]
+    trainer: str = DEFAULT_TRAINER
+    plain_trainer: str = "nnUNetTrainerScratch"
+    baseline_trainer: str | None = None
+    source_plans: str = "nnUNetPlans"
+    variant: str = "nnUNetPlans_genesis"
+    device: str = "cuda"
+    images_ts: Path | None = None
+    task: str | None = None  # Decathlon task name; None: predictions are not packaged
+    output: Path | None = None  # the submission zip
+    work_dir: Path = Path(".")
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that decide which models are trained and selected: a work folder holding
+        another identity belongs to another recipe."""
+        return {"dataset": self.dataset, "checkpoint_sha256": self.checkpoint_sha256,
+                "configurations": list(self.configurations), "folds": list(self.folds),
+                "trainer": self.trainer, "plain_trainer": self.plain_trainer,
+                "baseline_trainer": self.baseline_trainer, "source_plans": self.source_plans,
+                "variant": self.variant}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.identity(), "checkpoint": str(self.checkpoint), "device": self.device,
+                "images_ts": None if self.images_ts is None else str(self.images_ts), "task": self.task,
+                "output": None if self.output is None else str(self.output), "work_dir": str(self.work_dir)}
+
+    def arms(self) -> tuple[str, ...]:
+        return (GENESIS_ARM, BASELINE_ARM) if self.baseline_trainer else (GENESIS_ARM,)
+
+    def arm_trainer(self, arm: str) -> str:
+        return self.trainer if arm == GENESIS_ARM else str(self.baseline_trainer)
+
+    def model_for(self, arm: str, configuration: str, is_3d: bool) -> Model:
+        """The Genesis arm trains 3D configurations from the checkpoint (the variant's plans) and
+        2D ones with the plain partner; the baseline arm trains everything from scratch."""
+        if arm == GENESIS_ARM:
+            if is_3d:
+                return Model(self.trainer, self.variant, configuration)
+            return Model(self.plain_trainer, self.source_plans, configuration)
+        return Model(str(self.baseline_trainer), self.source_plans, configuration)

@@ -1,0 +1,116 @@
+"""``recipe_state.json``: the settings a work folder belongs to and the steps that finished there.
+
+A work folder holds one recipe: running it again with other settings that decide the models
+(``RecipeSettings.identity``) is refused before anything runs. Each finished step is recorded
+with its command; a later run skips it only while the command is the same and nothing it
+depends on ran again. Training is the exception: whether a fold is done is read from nnU-Net's
+own files (``recipe_folders.fold_status``), which are the truth even when the state is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from nnunet_genesis.errors import GenesisUserError
+from nnunet_genesis.outputs import write_json_atomic
+from nnunet_genesis.recipe_folders import WorkDir
+from nnunet_genesis.recipe_settings import RecipeSettings
+
+STATE_VERSION = 1
+LOCK_FILE = ".recipe.lock"
+
+
+def read_state(work: WorkDir) -> dict[str, Any] | None:
+    path = work.state_file
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise GenesisUserError(f"{path} cannot be read ({e}); delete it to start the recipe's bookkeeping afresh "
+                               f"(trained folds are found again from nnU-Net's files).") from None
+    if not isinstance(data, dict) or not isinstance(data.get("identity"), dict):
+        raise GenesisUserError(f"{path} is not a recipe state file (no 'identity'); choose another --work-dir.")
+    return data
+
+
+def check_same_recipe(work: WorkDir, settings: RecipeSettings) -> None:
+    """Refuse a work folder whose recipe_state.json records other model-deciding settings."""
+    data = read_state(work)
+    if data is None:
+        return
+    old, new = data["identity"], settings.identity()
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if changed:
+        details = "; ".join(f"{k}: recorded {old.get(k)!r}, now {new.get(k)!r}" for k in changed)
+        raise GenesisUserError(
+            f"{work.state_file} belongs to a recipe with other settings ({details}). Its models and selection "
+            f"would be mixed with these. Re-run with the recorded settings to continue it, or give this recipe "
+            f"its own --work-dir.")
+
+
+class RecipeState:
+    """The state file of one run: written atomically after every step."""
+
+    def __init__(self, work: WorkDir, settings: RecipeSettings):
+        self.work = work
+        previous = read_state(work) or {}
+        self.data: dict[str, Any] = {
+            "version": STATE_VERSION,
+            "identity": settings.identity(),
+            "settings": settings.to_dict(),
+            "started": previous.get("started", time.strftime("%Y-%m-%dT%H:%M:%S")),
+            "finished": dict(previous.get("finished", {})),
+        }
+
+    def save(self) -> None:
+        write_json_atomic(self.data, self.work.state_file)
+
+    def recorded(self, name: str, command: tuple[str, ...]) -> bool:
+        entry = self.data["finished"].get(name)
+        return isinstance(entry, dict) and entry.get("command") == list(command)
+
+    def record(self, name: str, command: tuple[str, ...], seconds: float, info: Mapping[str, Any] | None = None) -> None:
+        self.data["finished"][name] = {"command": list(command), "seconds": round(seconds, 2),
+                                       "at": time.strftime("%Y-%m-%dT%H:%M:%S"), **dict(info or {})}
+        self.save()
+
+    def forget(self, name: str) -> None:
+        if self.data["finished"].pop(name, None) is not None:
+            self.save()
+
+
+def owns_output(work: WorkDir, path: Path) -> bool:
+    """Whether ``path`` is the submission zip an earlier run of this work folder wrote."""
+    data = read_state(work) or {}
+    entry = data.get("finished", {}).get("package")
+    return isinstance(entry, dict) and entry.get("output") == str(path)
+
+
+class WorkLock:
+    """One recipe at a time in a work folder (an exclusive flock on ``.recipe.lock``)."""
+
+    def __init__(self, work: WorkDir):
+        self.path = work.root / LOCK_FILE
+
+    def __enter__(self) -> "WorkLock":
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.handle = open(self.path, "w")
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.handle.close()
+            raise GenesisUserError(f"Another nnunet-genesis recipe is running in {self.path.parent} (it holds "
+                                   f"{self.path}); wait for it to end.") from None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import fcntl
+
+        fcntl.flock(self.handle, fcntl.LOCK_UN)
+        self.handle.close()
