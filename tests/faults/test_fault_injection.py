@@ -791,6 +791,42 @@ def _(w, t):
     return Case(["env", "--shell", "tcsh"], ("--shell",))
 
 
+def _recipe(w: World, *extra: str) -> Case:
+    return Case(["recipe", "-d", "4", "-c", str(w.ckpt), "--configurations", "3d_fullres", "--device", "cpu",
+                 "--variant", "nnUNetPlans_faultsRecipe", *extra], (),
+                env={name: str(w.nnunet[name]) for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")})
+
+
+@case("recipe/unknown-configuration")
+def _(w, t):
+    c = _recipe(w, "--print-commands")
+    c.argv[c.argv.index("3d_fullres")] = "3d_nope"
+    c.needles = ("3d_nope",)
+    return c
+
+
+@case("recipe/fold-outside-the-splits")
+def _(w, t):
+    c = _recipe(w, "--folds", "7", "--print-commands")
+    c.needles = ("Fold(s) 7 do not exist",)
+    return c
+
+
+@case("recipe/not-a-checkpoint")
+def _(w, t):
+    c = _recipe(w, "--print-commands")
+    c.argv[4] = str(junk(t / "random.pth"))
+    c.needles = ("not a torch file",)
+    return c
+
+
+@case("recipe/checkpoint-does-not-attach")
+def _(w, t):
+    c = _recipe(w, "--work-dir", str(t / "work"), "-o", str(t / "submission.zip"))
+    c.needles = ("cannot be transferred onto configuration '3d_fullres'",)
+    return c
+
+
 # ---------------------------------------------------------------------------------------------
 
 def _tree(folder: Path) -> dict[str, tuple[int, int]]:

@@ -1,10 +1,10 @@
-"""``recipe_state.json``: the settings a work folder belongs to and the steps that finished there.
+"""``state.json``: the settings a work folder belongs to and the steps that finished there.
 
 A work folder holds one recipe: running it again with other settings that decide the models
 (``RecipeSettings.identity``) is refused before anything runs. Each finished step is recorded
 with its command; a later run skips it only while the command is the same and nothing it
 depends on ran again. Training is the exception: whether a fold is done is read from nnU-Net's
-own files (``recipe_folders.fold_status``), which are the truth even when the state is lost.
+own files (``folders.fold_status``), which are the truth even when the state is lost.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any, Mapping
 
 from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.outputs import write_json_atomic
-from nnunet_genesis.recipe_folders import WorkDir
-from nnunet_genesis.recipe_settings import RecipeSettings
+from nnunet_genesis.recipe.folders import WorkDir
+from nnunet_genesis.recipe.settings import RecipeSettings
 
 STATE_VERSION = 1
 LOCK_FILE = ".recipe.lock"

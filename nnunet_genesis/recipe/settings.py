@@ -40,7 +40,7 @@ def plain_partner(trainer: str, override: str | None = None) -> str:
         return override
     if trainer not in PLAIN_PARTNERS:
         raise GenesisUserError(
-            f"Trainer {trainer} has no plain partner in the recipe's table (nnunet_genesis/recipe_settings.py, "
+            f"Trainer {trainer} has no plain partner in the recipe's table (nnunet_genesis/recipe/settings.py, "
             f"PLAIN_PARTNERS), which is needed for 2D configurations and as the default --baseline. Name the "
             f"trainer with the same schedule and random weights with --plain-trainer, or choose a trainer "
             f"from the table: {', '.join(sorted(PLAIN_PARTNERS))}.")

@@ -1,6 +1,6 @@
 """The recipe as a plan: the steps, their commands and what each one waits for. Pure: built from
 the settings and the dataset's facts, never by looking at what has run. The runner executes a
-plan, ``--print-commands`` and ``--slurm`` render it (``recipe_render``).
+plan, ``--print-commands`` and ``--slurm`` render it (``render``).
 
 Order: attach -> ``nnUNetv2_train ... --npz`` per (configuration, fold) -> selection per arm
 (``nnUNetv2_find_best_configuration``) -> compare (``--baseline``) -> prediction of the test
@@ -22,14 +22,14 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from nnunet_genesis.errors import GenesisUserError
-from nnunet_genesis.recipe_folders import CONTINUE, VALIDATE, DatasetFacts, WorkDir
-from nnunet_genesis.recipe_settings import BASELINE_ARM, GENESIS_ARM, Model, RecipeSettings
+from nnunet_genesis.recipe.folders import CONTINUE, VALIDATE, DatasetFacts, WorkDir
+from nnunet_genesis.recipe.settings import BASELINE_ARM, GENESIS_ARM, Model, RecipeSettings
 
 ATTACH, TRAIN, SELECT, COMPARE, CV_TABLE = "attach", "train", "select", "compare", "cv_table"
 PREDICT, ENSEMBLE, POSTPROCESS, PACKAGE = "predict", "ensemble", "postprocess", "package"
 GENESIS_CLI = "nnunet-genesis"
-# find_best_configuration with an explicit list of models (see recipe_select)
-SELECT_MODULE = ("python", "-m", "nnunet_genesis.recipe_select")
+# find_best_configuration with an explicit list of models (see selection)
+SELECT_MODULE = ("python", "-m", "nnunet_genesis.recipe.selection")
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ def select_command(dataset: str, models: Sequence[Model], folds: Sequence[int]) 
     Genesis arm mixes a 2D model (plain trainer, source plans) with 3D ones (Genesis trainer,
     variant plans), that product names models that were never trained; the same selection
     then runs through nnU-Net's Python function ``find_best_configuration`` with the explicit
-    model list (``recipe_select``)."""
+    model list (``selection``)."""
     f = tuple(str(x) for x in folds)
     if is_product(models):
         return ("nnUNetv2_find_best_configuration", dataset, "-c", *_unique(m.configuration for m in models),

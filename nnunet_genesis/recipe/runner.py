@@ -2,7 +2,7 @@
 
 Training folds are skipped when nnU-Net's files say they are finished, continued with ``--c``
 when interrupted, re-validated with ``--val`` when only the validation is missing. Every other
-step is skipped when ``recipe_state.json`` records it with the same command and nothing it
+step is skipped when ``state.json`` records it with the same command and nothing it
 depends on ran in this invocation; otherwise its output folder is removed and it runs again.
 """
 
@@ -17,11 +17,11 @@ from pathlib import Path
 from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.outputs import atomic_write_bytes
 from nnunet_genesis.pipeline import Workspace, command_path, format_seconds, genesis_command, remove, run_logged
-from nnunet_genesis.recipe_folders import FINISHED, SELECTION_FILES, fold_status
-from nnunet_genesis.recipe_plan import (ATTACH, COMPARE, CV_TABLE, GENESIS_CLI, PACKAGE, SELECT, TRAIN, RecipePlan,
+from nnunet_genesis.recipe.folders import FINISHED, SELECTION_FILES, fold_status
+from nnunet_genesis.recipe.plan import (ATTACH, COMPARE, CV_TABLE, GENESIS_CLI, PACKAGE, SELECT, TRAIN, RecipePlan,
                                         RecipeStep, prediction_steps)
-from nnunet_genesis.recipe_settings import GENESIS_ARM
-from nnunet_genesis.recipe_state import RecipeState, WorkLock
+from nnunet_genesis.recipe.settings import GENESIS_ARM
+from nnunet_genesis.recipe.state import RecipeState, WorkLock
 
 
 class _UserFolders(Workspace):
@@ -167,7 +167,7 @@ class RecipeRunner:
         self._execute(step, step.command, state, info)
 
     def cv_table(self, step: RecipeStep, state: RecipeState) -> None:
-        from nnunet_genesis.recipe_report import write_cross_validation
+        from nnunet_genesis.recipe.report import write_cross_validation
 
         self._execute(step, (), state, in_process=lambda: {"report": str(write_cross_validation(self.plan))})
 

@@ -7,10 +7,10 @@ the checkpoint, 2D with the plain partner; the cascade after every lowres fold) 
 ``nnUNetv2_apply_postprocessing`` as the selection says -> ``package-msd``; with
 ``--baseline`` the same trainings and selection from scratch and a ``compare`` report.
 
-Modules: ``recipe_settings`` (settings, models, the plain-partner table), ``recipe_folders``
-(plans, splits, fold progress, work folder), ``recipe_plan`` (the pure plan), ``recipe_state``
-(recipe_state.json), ``recipe_runner``, ``recipe_render`` (--print-commands, --slurm),
-``recipe_select`` (selection over an explicit model list), ``recipe_report`` (per-fold table).
+Modules: ``settings`` (settings, models, the plain-partner table), ``folders``
+(plans, splits, fold progress, work folder), ``plan`` (the pure plan), ``state``
+(recipe_state.json), ``runner``, ``render`` (--print-commands, --slurm),
+``selection`` (selection over an explicit model list), ``report`` (per-fold table).
 Every check below runs before anything does. See docs/recipe.md.
 """
 
@@ -20,8 +20,8 @@ import argparse
 from pathlib import Path
 
 from nnunet_genesis.errors import GenesisUserError
-from nnunet_genesis.recipe_folders import DatasetFacts, WorkDir, read_dataset_facts
-from nnunet_genesis.recipe_settings import DEFAULT_TRAINER, PLAIN_PARTNERS, RecipeSettings, plain_partner
+from nnunet_genesis.recipe.folders import DatasetFacts, WorkDir, read_dataset_facts
+from nnunet_genesis.recipe.settings import DEFAULT_TRAINER, PLAIN_PARTNERS, RecipeSettings, plain_partner
 
 _PARTNER = "\0partner"  # --baseline without a name: the plain partner of --trainer
 
@@ -85,7 +85,7 @@ def _nnunet_folder(name: str) -> Path:
 
 
 def _configurations(args: argparse.Namespace, facts: DatasetFacts, plans: str) -> tuple[str, ...]:
-    from nnunet_genesis.recipe_plan import ordered_configurations
+    from nnunet_genesis.recipe.plan import ordered_configurations
 
     wanted = list(dict.fromkeys(args.configurations or facts.configurations))
     unknown = [c for c in wanted if c not in facts.configurations]
@@ -160,8 +160,8 @@ def _attach_needed(settings: RecipeSettings, facts: DatasetFacts) -> bool:
 
 
 def _refuse_foreign_results(settings: RecipeSettings, facts: DatasetFacts, results: Path) -> None:
-    from nnunet_genesis.recipe_folders import trained_checkpoint_sha256
-    from nnunet_genesis.recipe_plan import ordered_configurations
+    from nnunet_genesis.recipe.folders import trained_checkpoint_sha256
+    from nnunet_genesis.recipe.plan import ordered_configurations
 
     for c in ordered_configurations(facts, settings.configurations):
         model = settings.model_for("genesis", c, facts.configuration(c).is_3d)
@@ -177,8 +177,8 @@ def resolve(args: argparse.Namespace):
     """Check everything and build the plan. Runs nothing."""
     from nnunet_genesis.checkpoint import load_checkpoint, sha256_of
     from nnunet_genesis.outputs import check_output_dir, check_output_file
-    from nnunet_genesis.recipe_plan import build_plan
-    from nnunet_genesis.recipe_state import check_same_recipe, owns_output
+    from nnunet_genesis.recipe.plan import build_plan
+    from nnunet_genesis.recipe.state import check_same_recipe, owns_output
     from nnunet_genesis.trainers.attach import resolve_dataset_folder
 
     import os
@@ -228,16 +228,16 @@ def resolve(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     plan = resolve(args)
     if args.print_commands:
-        from nnunet_genesis.recipe_render import render_commands
+        from nnunet_genesis.recipe.render import render_commands
 
         print(render_commands(plan), end="")
         return 0
     if args.slurm is not None:
-        from nnunet_genesis.recipe_render import write_slurm
+        from nnunet_genesis.recipe.render import write_slurm
 
         path = write_slurm(plan, args.slurm, args.sbatch)
         print(f"wrote {path}: submit it from a login node with 'bash {path}'")
         return 0
-    from nnunet_genesis.recipe_runner import run_recipe
+    from nnunet_genesis.recipe.runner import run_recipe
 
     return run_recipe(plan, finish_only=args.finish)
