@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from nnunet_genesis.errors import GenesisUserError
-from nnunet_genesis.outputs import check_output_dir, write_json_atomic
+from nnunet_genesis.outputs import atomic_write_text, check_output_dir, check_output_file, write_json_atomic
 from nnunet_genesis.transforms import GenesisConfig
 from nnunet_genesis.transforms.config import PRESETS
 
@@ -104,6 +104,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--dataset-id", type=int, help="nnU-Net id of the pretraining dataset (default: highest free)")
     run.add_argument("--prepare-only", action="store_true",
                      help="stop after preprocessing (start later with --resume, nnUNetv2_train or torchrun)")
+    slurm = parser.add_argument_group("several machines (SLURM)")
+    slurm.add_argument("--slurm", type=Path, metavar="FILE",
+                       help="prepare OUT (as --prepare-only; with --resume: the run already there) and write a "
+                            "SLURM batch script that trains it with one torchrun launcher per node; trains nothing "
+                            "here. OUT must be on a file system all nodes share")
+    slurm.add_argument("--slurm-nodes", type=int, metavar="N", help="with --slurm: nodes (default: 2)")
+    slurm.add_argument("--slurm-gpus-per-node", type=int, metavar="G",
+                       help="with --slurm: GPUs (= training processes) per node (default: 1); with --device cpu "
+                            "one process per node")
+    slurm.add_argument("--sbatch", action="append", default=[], metavar="OPTION",
+                       help="with --slurm: an extra '#SBATCH OPTION' line (repeatable), e.g. "
+                            "--sbatch=--partition=gpu --sbatch=--time=24:00:00 --sbatch=--cpus-per-task=16")
     gen = parser.add_argument_group("Genesis corruptions (nnunet_genesis.transforms.GenesisConfig)")
     gen.add_argument("--preset", choices=sorted(PRESETS),
                      help=f"corruption rates: paper = the Models Genesis rates, mild = fewer inverted "
@@ -210,12 +222,17 @@ def run(args) -> int:
         raise GenesisUserError(f"--val-fraction {args.val_fraction}: must be between 0 and 1.")
     if args.seed < 0:
         raise GenesisUserError(f"--seed {args.seed}: must be 0 or more (numpy and torch seeds are non-negative).")
-    if args.batch_size is not None and args.batch_size < args.num_gpus:
-        raise GenesisUserError(f"--num-gpus {args.num_gpus} needs a global batch size of at least {args.num_gpus}; "
+    slurm = _slurm_layout(args)
+    world, who = (args.num_gpus, f"--num-gpus {args.num_gpus}") if slurm is None else slurm[2:]
+    if args.batch_size is not None and args.batch_size < world:
+        raise GenesisUserError(f"{who} needs a global batch size of at least {world}; "
                                f"--batch-size is {args.batch_size}.")
-    device = _device(args.device)
-    _check_processes(device, args.num_gpus)
+    if slurm is None:
+        device = _device(args.device)
+        _check_processes(device, args.num_gpus)
     out: Path = check_output_dir(args.out.resolve(), "-o")
+    if args.slurm is not None:
+        check_output_file(args.slurm.resolve(), "--slurm")
     state_file = out / STATE_FILE
     extra_env = {"nnUNet_n_proc_DA": str(args.workers)} if args.workers is not None else {}
 
@@ -236,7 +253,7 @@ def run(args) -> int:
             if args.batch_size is not None:
                 plans["configurations"][state.configuration]["batch_size"] = args.batch_size
             write_json_atomic(plans, plans_file)
-        _check_batch(state, args.num_gpus)
+        _check_batch(state, world, who)
     else:
         if state_file.exists():
             raise GenesisUserError(f"{out} already holds a pretraining run ({STATE_FILE}); continue it with "
@@ -265,7 +282,16 @@ def run(args) -> int:
             request.datasets = [str(resolve_raw_dataset(d)) for d in request.datasets]
             with nnunet_environment(folders):
                 state = prepare_run(request, folders)
-            _check_batch(state, args.num_gpus)
+            _check_batch(state, world, who)
+    if slurm is not None:
+        from nnunet_genesis.pretraining.launch import slurm_script
+
+        script = args.slurm.resolve()
+        atomic_write_text(script, slurm_script(state, out, slurm[0], slurm[1], args.device or "cuda",
+                                               args.workers, args.sbatch))
+        print(f"{state.dataset_name} is prepared in {out}; nothing was trained here.\nSLURM script for {slurm[0]} "
+              f"node(s) ({who}): {script}\nSubmit it with: sbatch {script}  (again to continue the run)")
+        return 0
     if args.prepare_only:
         print(_prepared_message(state, out))
         return 0
@@ -306,12 +332,38 @@ def restoration_warning(checkpoint_path: Path) -> str | None:
             f"with the 'mild' preset; see docs/pretraining.md.")
 
 
-def _check_batch(state, num_processes: int) -> None:
+def _check_batch(state, num_processes: int, who: str) -> None:
     plans_file = state.nnunet_folders.preprocessed / state.dataset_name / f"{state.plans_identifier}.json"
     batch = json.loads(plans_file.read_text())["configurations"][state.configuration]["batch_size"]
     if batch < num_processes:
-        raise GenesisUserError(f"--num-gpus {num_processes} needs a global batch size of at least "
-                               f"{num_processes}; the plans have {batch} (set --batch-size).")
+        raise GenesisUserError(f"{who} needs a global batch size of at least {num_processes}; the plans "
+                               f"have {batch} (set --batch-size).")
+
+
+def _slurm_layout(args) -> tuple[int, int, int, str] | None:
+    """(nodes, GPUs per node, processes, how they were asked for) with --slurm, else None; the
+    SLURM options are refused without --slurm, and --num-gpus with it (it would mean two counts)."""
+    given = [name for name, value in (("--slurm-nodes", args.slurm_nodes),
+                                      ("--slurm-gpus-per-node", args.slurm_gpus_per_node),
+                                      ("--sbatch", args.sbatch or None)) if value is not None]
+    if args.slurm is None:
+        if given:
+            raise GenesisUserError(f"{', '.join(given)}: only used with --slurm FILE.")
+        return None
+    if args.num_gpus != 1:
+        raise GenesisUserError(f"--num-gpus {args.num_gpus} with --slurm: the processes are --slurm-nodes x "
+                               f"--slurm-gpus-per-node; --num-gpus is for training on this machine.")
+    if args.device == "mps":
+        raise GenesisUserError("--slurm with --device mps: a multi-node run uses cuda (NCCL) or cpu (gloo).")
+    if args.device == "cpu" and args.slurm_gpus_per_node is not None:
+        raise GenesisUserError("--slurm-gpus-per-node with --device cpu: a CPU run has one process per node "
+                               "(drop --device cpu for a GPU run).")
+    nodes = 2 if args.slurm_nodes is None else args.slurm_nodes
+    gpus = 1 if args.slurm_gpus_per_node is None else args.slurm_gpus_per_node
+    _positive("--slurm-nodes", nodes)
+    _positive("--slurm-gpus-per-node", gpus)
+    per_node = 1 if args.device == "cpu" else gpus
+    return nodes, gpus, nodes * per_node, f"--slurm-nodes {nodes} x {per_node} process(es) per node"
 
 
 def _prepared_message(state, out: Path) -> str:
@@ -323,5 +375,6 @@ def _prepared_message(state, out: Path) -> str:
             f"or, with nnUNet_extTrainer set (nnunet-genesis env):\n"
             f"  {env} nnUNetv2_train {dataset_id} {state.configuration} {state.fold} "
             f"-tr nnUNetTrainerGenesisPretrain -p {state.plans_identifier} [-num_gpus N]\n"
-            f"or on several machines sharing the folders:\n"
-            f"  torchrun --nnodes M --nproc-per-node G ... -m nnunet_genesis.pretraining.launch {out}")
+            f"or on several machines sharing the folders, one launcher per machine (or see --slurm):\n"
+            f"  torchrun --nnodes M --nproc-per-node G --rdzv-backend c10d --rdzv-endpoint HOST:PORT "
+            f"-m nnunet_genesis.pretraining.launch {out} [--device cpu] [--resume]")

@@ -6,7 +6,10 @@
   processes; nnU-Net's own ``-num_gpus`` only supports CUDA);
 * several machines: prepare once with ``nnunet-genesis pretrain ... --prepare-only`` on a shared
   file system, then on every machine
-  ``torchrun --nnodes M --nproc-per-node G ... -m nnunet_genesis.pretraining.launch OUT``.
+  ``torchrun --nnodes M --nproc-per-node G ... -m nnunet_genesis.pretraining.launch OUT``
+  (``pretrain --slurm FILE`` writes that as a SLURM job: ``slurm_script``). The launchers check
+  each other at the start, and a rank stops with its launcher (docs/pretraining.md, "Several
+  machines", has the failure modes this handles).
 
 Every route builds the trainer the way ``nnUNetv2_train`` does (plans + dataset.json from
 nnUNet_preprocessed) and resumes with nnU-Net's ``maybe_load_checkpoint``.
@@ -140,17 +143,138 @@ def train(state: RunState, device: torch.device, num_processes: int, resume: boo
              nprocs=num_processes, join=True)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """torchrun entry point: every rank joins the group from torchrun's environment."""
+def slurm_script(state: RunState, out: Path, nodes: int, gpus_per_node: int, device: str,
+                 workers: int | None = None, sbatch: Sequence[str] = (), python: str | None = None) -> str:
+    """A SLURM batch script that runs the prepared run in ``out`` with one torchrun launcher per node.
+
+    Every submission resumes when the run has a checkpoint, so the same script continues a run
+    after a time limit or a failure; the rendezvous id is the job id, so stray launchers of other
+    jobs on the same port cannot join.
+    """
+    import shlex
+
+    q = shlex.quote
+    fold = state.output_folder()
+    per_node = gpus_per_node if device == "cuda" else 1
+    head = ["#!/bin/bash",
+            f"# Genesis pretraining of {out} ({state.dataset_name}) on {nodes} node(s) x {per_node} "
+            f"{'GPU(s)' if device == 'cuda' else 'CPU process'}, one torchrun launcher per node.",
+            "# Written by 'nnunet-genesis pretrain --slurm'. Submit with: sbatch THIS_FILE. Submitting it again",
+            "# continues the run from its last checkpoint. OUT and the nnU-Net folders must be on a file",
+            "# system that every node sees (docs/pretraining.md, 'Several machines').",
+            "#SBATCH --job-name=genesis-pretrain",
+            f"#SBATCH --nodes={nodes}",
+            "#SBATCH --ntasks-per-node=1"]
+    head += [f"#SBATCH --gpus-per-node={gpus_per_node}"] if device == "cuda" else []
+    head += [f"#SBATCH --output={out}/slurm-%j.out"]
+    head += [f"#SBATCH {opt}" for opt in sbatch]
+    launch = [python or sys.executable, "-m", "torch.distributed.run", "--nnodes", '"$SLURM_NNODES"',
+              "--nproc-per-node", str(per_node), "--rdzv-id", '"$SLURM_JOB_ID"', "--rdzv-backend", "c10d",
+              "--rdzv-endpoint", '"$MASTER:$PORT"', "-m", "nnunet_genesis.pretraining.launch", str(out),
+              "--device", device]
+    launch += ["--workers", str(workers)] if workers is not None else []
+    quoted = [a if a.startswith('"$') else q(a) for a in launch]
+    body = ["set -eu",
+            'MASTER=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
+            "PORT=$((20000 + SLURM_JOB_ID % 20000))  # the rendezvous store on the first node",
+            f"FOLD={q(str(fold))}  # nnU-Net's run folder: its checkpoints",
+            'RESUME=',
+            'if [ -e "$FOLD/checkpoint_latest.pth" ] || [ -e "$FOLD/checkpoint_final.pth" ]; then RESUME=--resume; fi',
+            "srun --kill-on-bad-exit=1 \\",
+            f"    {' '.join(quoted[:13])} \\",
+            f"    {' '.join(quoted[13:])} $RESUME"]
+    return "\n".join(head + [""] + body) + "\n"
+
+
+def _exit_with_launcher() -> None:
+    """Under torchrun, end this rank when its launcher dies: torchrun starts each rank in a session
+    of its own, so a SIGKILLed (or OOM-killed) launcher otherwise leaves it training unsupervised,
+    and a restart with --resume would race it for the checkpoints."""
+    import signal
+    import threading
+    import time
+
+    parent = os.getppid()
+    if "TORCHELASTIC_RUN_ID" not in os.environ or os.getsid(0) != os.getpid():
+        return  # not a torchrun rank: whoever started it owns its lifetime
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        print(f"nnunet-genesis: the torchrun launcher of rank {os.environ.get('RANK', '?')} (pid {parent}) is "
+              f"gone; stopping this rank and its data workers.", file=sys.stderr, flush=True)
+        os.killpg(os.getpid(), signal.SIGKILL)  # the rank's session: itself and its data workers
+
+    threading.Thread(target=watch, name="genesis-launcher-watch", daemon=True).start()
+
+
+def _check_launchers(state: RunState, out: Path, resume: bool) -> None:
+    """All ranks check together that every launcher runs the same run with the same --resume, and that
+    a run with a checkpoint is not started over (every rank raises the same GenesisUserError)."""
     import torch.distributed as dist
 
+    fold = state.output_folder()
+    mine = {"run": [state.dataset_name, state.plans_identifier, state.configuration, state.fold],
+            "resume": resume, "out": str(out), "host": os.uname().nodename,
+            "checkpoints": sorted(n for n in ("checkpoint_latest.pth", "checkpoint_final.pth")
+                                  if (fold / n).is_file())}
+    ranks: list = [None] * dist.get_world_size()
+    dist.all_gather_object(ranks, mine)
+    first = ranks[0]
+
+    def how(info: dict, key: str) -> str:
+        if key == "run":
+            return f"OUT {info['out']} ({info['run'][0]})"
+        return "with --resume" if info["resume"] else "without --resume"
+
+    for rank, other in enumerate(ranks):
+        for key in ("run", "resume"):
+            if other[key] != first[key]:
+                raise GenesisUserError(
+                    f"The torchrun launchers were started differently: rank 0 (on {first['host']}) runs "
+                    f"{how(first, key)}, rank {rank} (on {other['host']}) {how(other, key)}. Start every "
+                    f"launcher with the same OUT (on a shared file system) and the same options.")
+    if first["checkpoints"] and not resume:
+        raise GenesisUserError(
+            f"{out}: the run already has {' and '.join(first['checkpoints'])} in {fold}; starting it without "
+            f"--resume would train from epoch 0 over it. Start every launcher with --resume to continue (or "
+            f"delete {fold} to start over).")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """torchrun entry point: every rank joins the group from torchrun's environment."""
     parser = argparse.ArgumentParser(prog="python -m nnunet_genesis.pretraining.launch",
-                                     description="Run a prepared Genesis pretraining under torchrun.")
+                                     description="Run a prepared Genesis pretraining under torchrun "
+                                                 "(docs/pretraining.md, 'Several machines').")
     parser.add_argument("out", type=Path, help="the OUT folder of 'nnunet-genesis pretrain --prepare-only'")
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
-    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the run's last checkpoint (starts a run that has none)")
+    parser.add_argument("--workers", type=int, help="nnU-Net data-augmentation processes per rank "
+                                                    "(nnUNet_n_proc_DA; default: nnU-Net's choice)")
     args = parser.parse_args(argv)
-    state = RunState.load(args.out)
+    try:
+        return _launch(args)
+    except GenesisUserError as e:
+        if os.environ.get("LOCAL_RANK", "0") == "0":  # once per launcher
+            print(f"nnunet-genesis: error: {e}", file=sys.stderr, flush=True)
+        return e.exit_code
+
+
+def _launch(args: argparse.Namespace) -> int:
+    import torch.distributed as dist
+
+    if args.workers is not None and args.workers < 0:
+        raise GenesisUserError(f"--workers {args.workers}: must be 0 or more.")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise GenesisUserError("--device cuda: PyTorch sees no CUDA GPU on this machine (use --device cpu).")
+    if "RANK" not in os.environ or "MASTER_ADDR" not in os.environ:
+        raise GenesisUserError("This is the torchrun entry point: start it with 'torchrun ... -m "
+                               "nnunet_genesis.pretraining.launch OUT' (one machine: 'nnunet-genesis pretrain "
+                               "-o OUT --resume --num-gpus N').")
+    out = args.out.resolve()
+    state = RunState.load(out)
+    _exit_with_launcher()
     dist.init_process_group("nccl" if args.device == "cuda" else "gloo")
     try:
         if args.device == "cuda":
@@ -159,11 +283,36 @@ def main(argv: Sequence[str] | None = None) -> int:
             device = torch.device("cuda", local)
         else:
             device = torch.device("cpu")
-        with nnunet_environment(state.nnunet_folders):
-            run_trainer(state, device, args.resume)
+        _check_launchers(state, out, args.resume)
+        if args.resume and dist.get_rank() == 0:
+            from nnunet_genesis.pretraining.cli import _remove_stale_temps
+
+            _remove_stale_temps(out, state.output_folder())
+        extra = {"nnUNet_n_proc_DA": str(args.workers)} if args.workers is not None else {}
+        with nnunet_environment(state.nnunet_folders, extra):
+            try:
+                run_trainer(state, device, args.resume)
+            except RuntimeError as e:
+                if not _lost_a_peer(e):
+                    raise
+                raise GenesisUserError(
+                    f"Rank {dist.get_rank()} of {dist.get_world_size()} lost the other ranks (usually a launcher, "
+                    f"rank or machine stopped; the first failure is in the logs of the other launchers): "
+                    f"{str(e).splitlines()[0][:300]} The run continues from its last checkpoint "
+                    f"({state.output_folder() / 'checkpoint_latest.pth'}, written every --save-every epochs) when "
+                    f"every launcher is started again with --resume.", exit_code=1) from None
     finally:
         dist.destroy_process_group()
     return 0
+
+
+def _lost_a_peer(error: RuntimeError) -> bool:
+    """A collective failed because another rank went away (gloo raises a plain RuntimeError then)."""
+    import torch.distributed as dist
+
+    text = str(error)
+    return isinstance(error, dist.DistError) or any(s in text for s in ("Connection closed by peer",
+                                                                       "Connection reset by peer"))
 
 
 if __name__ == "__main__":
