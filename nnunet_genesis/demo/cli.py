@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nnunet_genesis.demo.folder import FolderLock, prepare_output, refuse_foreign_folder
+from nnunet_genesis.demo.folder import folder_lock, prepare_output, refuse_foreign_folder
 from nnunet_genesis.demo.settings import QUICK, DemoSettings
 from nnunet_genesis.demo.steps import Demo
 from nnunet_genesis.demo.summary import print_summary
@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     refuse_foreign_folder(out)  # before the lock file is created in it
     out.mkdir(parents=True, exist_ok=True)
-    with FolderLock(out):
+    with folder_lock(out):
         prepare_output(out, settings, args.force)
         demo = Demo(out, settings)
         demo.ws.make()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from nnunet_genesis.demo.settings import DemoSettings
 from nnunet_genesis.errors import GenesisUserError
+from nnunet_genesis.folder_lock import FolderLock
 from nnunet_genesis.outputs import write_json_atomic
 from nnunet_genesis.pipeline import remove
 
@@ -17,30 +18,9 @@ OWNED = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "logs", "state",
          "pretrain", "predictions", "evaluation", "report", "submission.zip", "summary.json", CONFIG_FILE)
 
 
-class FolderLock:
+def folder_lock(folder: Path) -> FolderLock:
     """An exclusive lock on the output folder, so two demos never write into the same one."""
-
-    def __init__(self, folder: Path):
-        self.path = folder / LOCK_FILE
-
-    def __enter__(self):
-        import fcntl
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.handle = open(self.path, "w")
-        try:
-            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self.handle.close()
-            raise GenesisUserError(f"Another nnunet-genesis demo is running in {self.path.parent} "
-                                   f"(it holds {self.path}); wait for it or choose another -o folder.") from None
-        return self
-
-    def __exit__(self, *exc):
-        import fcntl
-
-        fcntl.flock(self.handle, fcntl.LOCK_UN)
-        self.handle.close()
+    return FolderLock(folder / LOCK_FILE, "demo", "wait for it or choose another -o folder")
 
 
 def refuse_foreign_folder(out: Path) -> None:

@@ -21,7 +21,7 @@ from nnunet_genesis.recipe.folders import FINISHED, SELECTION_FILES, fold_status
 from nnunet_genesis.recipe.plan import (ATTACH, COMPARE, CV_TABLE, GENESIS_CLI, PACKAGE, SELECT, TRAIN, RecipePlan,
                                         RecipeStep, prediction_steps)
 from nnunet_genesis.recipe.settings import GENESIS_ARM
-from nnunet_genesis.recipe.state import RecipeState, WorkLock
+from nnunet_genesis.recipe.state import RecipeState, work_lock
 
 
 class _UserFolders(Workspace):
@@ -196,7 +196,7 @@ class RecipeRunner:
                 self._skip(step, "--finish: the trainings that need it are done")
             else:
                 attached[step] = self.attach(step)
-        with WorkLock(self.work):
+        with work_lock(self.work):
             state = RecipeState(self.work, s)
             state.save()
             for step, seconds in attached.items():

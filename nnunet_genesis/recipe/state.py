@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from nnunet_genesis.errors import GenesisUserError
+from nnunet_genesis.folder_lock import FolderLock
 from nnunet_genesis.outputs import write_json_atomic
 from nnunet_genesis.recipe.folders import WorkDir
 from nnunet_genesis.recipe.settings import RecipeSettings
@@ -90,27 +91,6 @@ def owns_output(work: WorkDir, path: Path) -> bool:
     return isinstance(entry, dict) and entry.get("output") == str(path)
 
 
-class WorkLock:
+def work_lock(work: WorkDir) -> FolderLock:
     """One recipe at a time in a work folder (an exclusive flock on ``.recipe.lock``)."""
-
-    def __init__(self, work: WorkDir):
-        self.path = work.root / LOCK_FILE
-
-    def __enter__(self) -> "WorkLock":
-        import fcntl
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.handle = open(self.path, "w")
-        try:
-            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self.handle.close()
-            raise GenesisUserError(f"Another nnunet-genesis recipe is running in {self.path.parent} (it holds "
-                                   f"{self.path}); wait for it to end.") from None
-        return self
-
-    def __exit__(self, *exc) -> None:
-        import fcntl
-
-        fcntl.flock(self.handle, fcntl.LOCK_UN)
-        self.handle.close()
+    return FolderLock(work.root / LOCK_FILE, "recipe", "wait for it to end")
