@@ -13,7 +13,6 @@ each ``--pred``/``--images`` belongs to the ``--task`` before it.
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import numpy as np
 
 from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.evaluation.msd_tasks import MSDTask, get_task
-from nnunet_genesis.outputs import check_output_file, temp_path_next_to
+from nnunet_genesis.outputs import check_output_file, written_then_renamed
 from nnunet_genesis.evaluation.segmentations import (Geometry, image_case_name, read_geometry,
                                                      strip_ending)
 from nnunet_genesis.volumes import read_label_map
@@ -183,17 +182,11 @@ def build_submission(submissions: list[TaskSubmission], output: Path, force: boo
             raise GenesisUserError(
                 f"No submission written: {len(problems)} problem(s) found.\n  - " + "\n  - ".join(problems)
                 + f"\nNothing was written to {output}.")
-        tmp_zip = temp_path_next_to(output)
-        try:
-            # NIfTI .gz is already compressed: store, don't deflate again.
+        # NIfTI .gz is already compressed: store, don't deflate again.
+        with written_then_renamed(output) as tmp_zip:
             with zipfile.ZipFile(tmp_zip, "w", compression=zipfile.ZIP_STORED) as zf:
                 for arcname, path in sorted(entries):
                     zf.write(path, arcname)
-            os.replace(tmp_zip, output)
-        except BaseException:
-            if tmp_zip.exists():
-                tmp_zip.unlink()
-            raise
     return output
 
 

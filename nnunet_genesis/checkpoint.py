@@ -27,7 +27,7 @@ from typing import Any, Mapping
 import torch
 
 from nnunet_genesis.errors import GenesisUserError
-from nnunet_genesis.outputs import temp_path_next_to
+from nnunet_genesis.outputs import written_then_renamed
 
 FORMAT_VERSION = 1
 _NUMERIC_KINDS = "biufc"
@@ -71,14 +71,8 @@ def strip_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Te
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """Write ``obj`` to a temp file in the same folder, then rename: never a half-written file."""
-    path = Path(path)
-    tmp = temp_path_next_to(path)
-    try:
+    with written_then_renamed(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(path: str | os.PathLike, network_weights: Mapping[str, torch.Tensor],

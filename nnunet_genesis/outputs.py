@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from nnunet_genesis.errors import GenesisUserError
 
@@ -38,24 +40,24 @@ def _private_temp(path: Path) -> Path:
     return Path(tmp)
 
 
-def temp_path_next_to(path: str | os.PathLike) -> Path:
-    """A fresh temp file name in ``path``'s folder, for writers that need a name (zip, torch,
-    SimpleITK); publish it with ``os.replace(tmp, path)`` and unlink it on failure."""
-    return _private_temp(Path(path))
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temp file and rename: readers never see half a file."""
-    path = Path(path)
-    tmp = _private_temp(path)
+@contextmanager
+def written_then_renamed(path: str | os.PathLike) -> Iterator[Path]:
+    """A fresh temp file name in ``path``'s folder for writers that need a name (zip, torch);
+    renamed to ``path`` when the block ends, removed when it fails."""
+    tmp = _private_temp(Path(path))
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temp file and rename: readers never see half a file."""
+    with written_then_renamed(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+    return Path(path)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
