@@ -69,7 +69,9 @@ class Launchers:
         from nnunetv2.run.run_training import find_free_network_port
 
         port = find_free_network_port()
-        env = {**os.environ, MARKER: self.tag, "OMP_NUM_THREADS": "1"}
+        tmpdir = self.tmp / "tmp"  # torchrun's torchelastic_* folders stay here, not in the machine's /tmp
+        tmpdir.mkdir(exist_ok=True)
+        env = {**os.environ, MARKER: self.tag, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmpdir)}
         cmd = [TORCHRUN, "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",
                "--rdzv-endpoint", f"127.0.0.1:{port}", "-m", "nnunet_genesis.pretraining.launch", str(out),
                "--device", "cpu", "--workers", "0", *extra]
