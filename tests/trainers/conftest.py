@@ -40,3 +40,16 @@ def make_genesis_checkpoint(hippocampus_preprocessed) -> Callable[..., Path]:
 def hippocampus_plans(hippocampus_preprocessed) -> dict:
     folder = hippocampus_preprocessed["nnUNet_preprocessed"] / hippocampus_preprocessed["dataset_name"]
     return json.loads((folder / "nnUNetPlans.json").read_text())
+
+
+@pytest.fixture()
+def env(hippocampus_preprocessed, monkeypatch, tmp_path) -> dict:
+    """The fixture's raw/preprocessed folders in the environment, a private results folder."""
+    for name in ("nnUNet_raw", "nnUNet_preprocessed"):
+        monkeypatch.setenv(name, str(hippocampus_preprocessed[name]))
+    results = tmp_path / "results"
+    results.mkdir()
+    monkeypatch.setenv("nnUNet_results", str(results))
+    preprocessed = hippocampus_preprocessed["nnUNet_preprocessed"] / hippocampus_preprocessed["dataset_name"]
+    return {"preprocessed": preprocessed, "results": results,
+            "dataset_json": json.loads((preprocessed / "dataset.json").read_text())}

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import json
 
-import pytest
 import torch
 
 from nnunet_genesis.checkpoint import load_checkpoint, sha256_of
@@ -33,26 +32,14 @@ def with_cascade(plans: dict, name: str) -> dict:
     return plans
 
 
-@pytest.fixture()
-def folders(hippocampus_preprocessed, monkeypatch, tmp_path):
-    for name in ("nnUNet_raw", "nnUNet_preprocessed"):
-        monkeypatch.setenv(name, str(hippocampus_preprocessed[name]))
-    results = tmp_path / "results"
-    results.mkdir()
-    monkeypatch.setenv("nnUNet_results", str(results))
-    preprocessed = hippocampus_preprocessed["nnUNet_preprocessed"] / hippocampus_preprocessed["dataset_name"]
-    return {"preprocessed": preprocessed, "results": results,
-            "dataset_json": json.loads((preprocessed / "dataset.json").read_text())}
-
-
-def test_genesis_trainer_starts_the_segmentation_channels_at_zero(folders, hippocampus_plans,
+def test_genesis_trainer_starts_the_segmentation_channels_at_zero(env, hippocampus_plans,
                                                                   make_genesis_checkpoint, tmp_path):
     ckpt = make_genesis_checkpoint(tmp_path / "genesis.pth", seed=5)
     plans = with_cascade(hippocampus_plans, "nnUNetPlans_cascadeTrainerTest")
     plans["genesis"] = {"checkpoint": str(ckpt), "sha256": sha256_of(ckpt), "source_plans": "nnUNetPlans"}
     plans["continue_training"] = False
     trainer = lengths.nnUNetTrainerGenesis_smoke(plans=plans, configuration="3d_cascade_fullres", fold=0,
-                                                 dataset_json=folders["dataset_json"], device=torch.device("cpu"))
+                                                 dataset_json=env["dataset_json"], device=torch.device("cpu"))
     assert trainer.is_cascaded
     trainer.initialize()
     report = trainer.transfer_genesis_weights()
@@ -63,13 +50,13 @@ def test_genesis_trainer_starts_the_segmentation_channels_at_zero(folders, hippo
     assert torch.count_nonzero(w[:, 1:]) == 0
     assert report.encoder_fraction == 1.0 and report.decoder_fraction == 1.0
     assert any("input channels 1-2: previous-stage segmentation (cascade), zero start" in n for n in report.notes)
-    saved = json.loads((folders["results"] / "Dataset004_Hippocampus" /
+    saved = json.loads((env["results"] / "Dataset004_Hippocampus" /
                         "nnUNetTrainerGenesis_smoke__nnUNetPlans_cascadeTrainerTest__3d_cascade_fullres" /
                         "fold_0" / TRANSFER_REPORT_NAME).read_text())
     assert any("previous-stage segmentation (cascade)" in n for n in saved["notes"])
 
 
-def test_attach_checks_the_cascade_with_its_image_channels(folders, hippocampus_plans, make_genesis_checkpoint,
+def test_attach_checks_the_cascade_with_its_image_channels(env, hippocampus_plans, make_genesis_checkpoint,
                                                            tmp_path, monkeypatch, capsys):
     from nnunet_genesis import weight_transfer
 
@@ -84,14 +71,14 @@ def test_attach_checks_the_cascade_with_its_image_channels(folders, hippocampus_
     monkeypatch.setattr(weight_transfer, "transfer_weights", spy)
     ckpt = make_genesis_checkpoint(tmp_path / "genesis.pth", seed=6)
     source = with_cascade(hippocampus_plans, "nnUNetPlans_cascadeSource")
-    (folders["preprocessed"] / "nnUNetPlans_cascadeSource.json").write_text(json.dumps(source, indent=4))
+    (env["preprocessed"] / "nnUNetPlans_cascadeSource.json").write_text(json.dumps(source, indent=4))
     assert set(three_d_configurations(source)) == {"3d_fullres", "3d_lowres", "3d_cascade_fullres"}
 
     rc = main(["attach", "-d", "4", "-c", str(ckpt), "-p", "nnUNetPlans_cascadeSource",
                "-n", "nnUNetPlans_cascadeAttachTest"])
     out = capsys.readouterr().out
     assert rc == 0, out
-    check = json.loads((folders["preprocessed"] / "nnUNetPlans_cascadeAttachTest.json").read_text())["genesis"][
+    check = json.loads((env["preprocessed"] / "nnUNetPlans_cascadeAttachTest.json").read_text())["genesis"][
         "transfer_check"]
     assert check == {name: {"encoder_fraction": 1.0, "decoder_fraction": 1.0}
                      for name in ("3d_fullres", "3d_lowres", "3d_cascade_fullres")}
@@ -103,7 +90,7 @@ def test_attach_checks_the_cascade_with_its_image_channels(folders, hippocampus_
     assert any("previous-stage segmentation (cascade), zero start" in n for n in report.notes)
 
     # the dry run alone, without the spy's bookkeeping: same fractions
-    assert dry_run_transfer(source, folders["dataset_json"], ["3d_cascade_fullres"], load_checkpoint(ckpt)) == \
+    assert dry_run_transfer(source, env["dataset_json"], ["3d_cascade_fullres"], load_checkpoint(ckpt)) == \
         {"3d_cascade_fullres": {"encoder_fraction": 1.0, "decoder_fraction": 1.0}}
 
 

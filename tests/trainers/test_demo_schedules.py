@@ -3,21 +3,11 @@
 from __future__ import annotations
 
 import copy
-import json
 
 import pytest
 import torch
 
 from nnunet_genesis.trainers import demo_schedules as ds
-
-
-@pytest.fixture
-def env(hippocampus_preprocessed, monkeypatch, tmp_path):
-    for name in ("nnUNet_raw", "nnUNet_preprocessed"):
-        monkeypatch.setenv(name, str(hippocampus_preprocessed[name]))
-    monkeypatch.setenv("nnUNet_results", str(tmp_path / "results"))
-    folder = hippocampus_preprocessed["nnUNet_preprocessed"] / hippocampus_preprocessed["dataset_name"]
-    return {"dataset_json": json.loads((folder / "dataset.json").read_text())}
 
 
 def _scratch(env, plans: dict, first_features: int | None = None, **schedule) -> ds.nnUNetTrainerScratch_demo:

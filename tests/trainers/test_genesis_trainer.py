@@ -20,18 +20,6 @@ from nnunet_genesis.trainers import starts
 from nnunet_genesis.trainers.schedules import WarmupPolyLRScheduler, warmup_poly_lr
 
 
-@pytest.fixture()
-def env(hippocampus_preprocessed, monkeypatch, tmp_path):
-    """The fixture's raw/preprocessed folders, a private results folder."""
-    for name in ("nnUNet_raw", "nnUNet_preprocessed"):
-        monkeypatch.setenv(name, str(hippocampus_preprocessed[name]))
-    results = tmp_path / "results"
-    results.mkdir()
-    monkeypatch.setenv("nnUNet_results", str(results))
-    folder = hippocampus_preprocessed["nnUNet_preprocessed"] / hippocampus_preprocessed["dataset_name"]
-    return {"results": results, "dataset_json": json.loads((folder / "dataset.json").read_text())}
-
-
 def _plans(source: dict, ckpt=None, name: str = "nnUNetPlans_trainerTest") -> dict:
     plans = copy.deepcopy(source)
     plans["plans_name"] = name
