@@ -39,6 +39,7 @@ from nnunetv2.utilities.helpers import dummy_context
 
 from nnunet_genesis.checkpoint import safe_torch_load
 from nnunet_genesis.network import unwrap_network
+from nnunet_genesis.outputs import written_then_renamed
 from nnunet_genesis.pretraining.options import PretrainOptions
 from nnunet_genesis.pretraining.restoration_parts import (
     SPATIAL_TRANSFORMS, RestorationLogger, TimeBudgetPolyLRScheduler, TimeBudgetReached, TimedLoader,
@@ -341,9 +342,8 @@ class nnUNetTrainerRestoration(nnUNetTrainer):
         """nnU-Net's checkpoint, written to a temp file and renamed (never half-written)."""
         if self.local_rank != 0 or self.disable_checkpointing:
             return super().save_checkpoint(filename)
-        tmp = f"{filename}.tmp"
-        super().save_checkpoint(tmp)
-        os.replace(tmp, filename)
+        with written_then_renamed(filename) as tmp:
+            super().save_checkpoint(str(tmp))
 
     def load_checkpoint(self, filename_or_checkpoint: Union[dict, str]) -> None:
         """nnU-Net's resume with the file read by ``torch.load(weights_only=True)``; nnU-Net's reads

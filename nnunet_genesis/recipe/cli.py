@@ -75,9 +75,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _nnunet_folder(name: str) -> Path:
-    import os
+    from nnunetv2 import paths as nnunet_paths
 
-    value = os.environ.get(name)
+    value = getattr(nnunet_paths, name)
     if not value:
         raise GenesisUserError(f"{name} is not set; the recipe works in the nnU-Net folders (see "
                                f"'nnunet-genesis env' and nnU-Net's documentation/setting_up_paths.md).")
@@ -181,13 +181,13 @@ def resolve(args: argparse.Namespace):
     from nnunet_genesis.recipe.state import check_same_recipe, owns_output
     from nnunet_genesis.trainers.attach import resolve_dataset_folder
 
-    import os
+    from nnunetv2.paths import nnUNet_raw
 
     if args.sbatch and args.slurm is None:
         raise GenesisUserError("--sbatch adds lines to the SLURM script; it needs --slurm FILE.")
     folder = resolve_dataset_folder(args.dataset)
     results = _nnunet_folder("nnUNet_results")
-    raw = Path(os.environ["nnUNet_raw"]).resolve() if os.environ.get("nnUNet_raw") else None
+    raw = Path(nnUNet_raw).resolve() if nnUNet_raw else None
     facts = read_dataset_facts(folder, args.plans)
     configurations = _configurations(args, facts, args.plans)
     folds = _folds(args, facts)
