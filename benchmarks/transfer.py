@@ -40,7 +40,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from nnunet_genesis.errors import GenesisUserError
-from nnunet_genesis.evaluation.label_efficiency import BASELINE, criteria, plot, summarize, table
+from nnunet_genesis.evaluation.label_efficiency import BASELINE, criteria, plot, summarize, table, unfair_runs
 from nnunet_genesis.evaluation.transfer_protocol import (ARMS, DEFAULT_ARMS, QUICK, SETTINGS, TransferBenchmark,
                                                          load_runs, pending_units, unit_name)
 from nnunet_genesis.msd_folders import check_msd_folder
@@ -199,6 +199,7 @@ def main(argv=None) -> int:
                    "this_invocation_seconds": round(time.monotonic() - t0, 1),
                    "summary": summarize(runs, arm_order=list(ARMS)),
                    "criteria": criteria(runs) if "genesis" in arms else [],
+                   "unfair_runs": unfair_runs(runs),
                    "runs": runs}
         write_json_atomic(results, out / RESULTS_FILE)
         plot(results, out / PLOT_FILE, arm_order=list(ARMS))

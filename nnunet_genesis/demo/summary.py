@@ -40,7 +40,9 @@ def summary_table(genesis: dict, scratch: dict) -> list[str]:
 
 def difference_lines(genesis: dict, scratch: dict) -> list[str]:
     """Per label: Genesis - scratch Dice with its 95 % CI (bootstrap over the test cases of this
-    one seed) and the Wilcoxon p, and plainly whether that is significant on this data."""
+    one seed) and the Wilcoxon p, and plainly whether that is significant on this data. A label
+    that one arm has not learnt gets no verdict: the difference then measures the schedule."""
+    from nnunet_genesis.evaluation.label_efficiency import LEARNT_DICE
     from nnunet_genesis.evaluation.statistics import SIGNIFICANCE, seed_case_comparison
 
     def per_case(result: dict, label: str) -> dict:
@@ -60,6 +62,13 @@ def difference_lines(genesis: dict, scratch: dict) -> list[str]:
             continue
         verdict = (f"significant (p < {SIGNIFICANCE:g})" if cmp.significant else
                    f"not significant (p {'n/a' if cmp.p_value is None else f'= {cmp.p_value:.2g}'})")
+        missed = [f"{arm} {mean:.3f}" for arm, mean in (("scratch", _mean(scratch, label, "dice")),
+                                                          ("Genesis", _mean(genesis, label, "dice")))
+                  if mean is None or mean <= LEARNT_DICE]
+        if missed:
+            verdict = (f"NOT A FAIR COMPARISON: not learnt by {' and '.join(missed)} (mean Dice <= {LEARNT_DICE:g}), "
+                       f"so the difference measures the schedule, not the pretraining; lengthen the fine-tuning "
+                       f"(--finetune-epochs, --finetune-iterations)")
         lines.append(f"{name}: Dice Genesis - scratch {cmp.mean_diff:+.3f}, 95 % CI [{cmp.ci95[0]:+.3f}, "
                      f"{cmp.ci95[1]:+.3f}] over {cmp.n_cases} cases, one seed: {verdict}")
     return lines

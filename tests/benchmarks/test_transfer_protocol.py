@@ -120,3 +120,16 @@ def test_first_epoch_above_half_on_every_label():
     assert first_epoch_all_above([[0.0, 0.6], [0.55, 0.4], [0.6, 0.7], [0.9, 0.9]]) == 2
     assert first_epoch_all_above([[0.6, 0.0]]) is None
     assert first_epoch_all_above([]) is None
+
+
+def test_a_baseline_that_did_not_learn_a_label_is_flagged_as_unfair():
+    runs = [_record(20, s, "scratch", {"c1": 0.8, "c2": 0.9}, [0, 0]) for s in (0, 1)]
+    runs[0]["labels"]["2"] = {"dice": 0.8, "nsd": 0.8}
+    runs[1]["labels"]["2"] = {"dice": 0.03, "nsd": 0.1}
+    runs.append(_record(20, 1, "genesis", {"c1": 0.8, "c2": 0.9}, [0, 0]))
+    unfair = label_efficiency.unfair_runs(runs)
+    assert unfair == [{"K": 20, "seed": 1, "labels": {"2": 0.03}}]
+    text = label_efficiency.table({"task": "T", "setting": "cpu", "device": "cpu", "n_eval": 2, "summary": {},
+                                   "criteria": [], "unfair_runs": unfair})
+    assert "NOT FAIR" in text and "K=20 seed 1 (label 2 0.030)" in text
+    assert label_efficiency.unlearnt({"1": 0.51, "2": 0.5, "3": None}) == ["2", "3"]

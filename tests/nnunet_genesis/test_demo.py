@@ -16,6 +16,8 @@ import time
 import zipfile
 from pathlib import Path
 
+import numpy as np
+
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -164,10 +166,13 @@ def test_summary_states_the_difference_with_ci_and_significance():
     from nnunet_genesis.demo.summary import difference_lines
 
     def result(values):
-        return {"summary": {"1": {}}, "label_names": {"1": "ellipsoid"},
+        return {"summary": {"1": {"dice": {"mean": float(np.mean(values))}}}, "label_names": {"1": "ellipsoid"},
                 "cases": [{"case": f"c{i}", "labels": {"1": {"dice": v}}} for i, v in enumerate(values)]}
 
-    better = difference_lines(result([0.6 + 0.01 * i for i in range(8)]), result([0.5] * 8))
+    better = difference_lines(result([0.7 + 0.01 * i for i in range(8)]), result([0.6] * 8))
     assert "+0.135" in better[0] and "95 % CI" in better[0] and "significant (p < 0.05)" in better[0]
-    same = difference_lines(result([0.5, 0.6, 0.4]), result([0.5, 0.6, 0.4]))
+    same = difference_lines(result([0.6, 0.7, 0.5]), result([0.6, 0.7, 0.5]))
     assert "not significant" in same[0]
+    # scratch never learnt the label: a large, "significant" difference that says nothing about pretraining
+    unfair = difference_lines(result([0.6 + 0.01 * i for i in range(8)]), result([0.0] * 8))
+    assert "NOT A FAIR COMPARISON" in unfair[0] and "scratch 0.000" in unfair[0] and "significant (p" not in unfair[0]
