@@ -21,7 +21,7 @@ from pathlib import Path
 
 from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.recipe.folders import DatasetFacts, WorkDir, read_dataset_facts
-from nnunet_genesis.recipe.settings import DEFAULT_TRAINER, PLAIN_PARTNERS, RecipeSettings, plain_partner
+from nnunet_genesis.recipe.settings import DEFAULT_TRAINER, PLAIN_PARTNERS, OtherTask, RecipeSettings, plain_partner
 
 _PARTNER = "\0partner"  # --baseline without a name: the plain partner of --trainer
 
@@ -48,8 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "compare report of the two cross-validations")
     parser.add_argument("--images-ts", type=Path, metavar="DIR",
                         help="test images to predict (default: nnUNet_raw/DATASET/imagesTs)")
-    parser.add_argument("--task", metavar="TaskXX_Name",
-                        help="Decathlon task of the submission (default: from the dataset name)")
+    parser.add_argument("--task", metavar="TaskXX_Name", action="append",
+                        help="Decathlon task of the submission (default: from the dataset name). Repeat it to put "
+                             "the predictions of other tasks' finished recipes into the same zip, e.g. --task "
+                             "Task04_Hippocampus --task Task03_Liver after 'recipe -d 3' has finished")
     parser.add_argument("-o", "--output", type=Path, metavar="submission.zip",
                         help="submission zip (default: WORK_DIR/submission.zip)")
     parser.add_argument("--device", choices=("cuda", "cpu", "mps"), default="cuda",
@@ -124,16 +126,32 @@ def _images_ts(args: argparse.Namespace, raw: Path | None, dataset: str) -> Path
     return folder
 
 
-def _task(args: argparse.Namespace, dataset: str) -> str | None:
-    from nnunet_genesis.evaluation.msd_tasks import get_task, task_for_dataset_name
+def _tasks(args: argparse.Namespace, dataset: str, results: Path) -> tuple[str | None, tuple[OtherTask, ...]]:
+    """This recipe's Decathlon task and the other tasks whose finished recipes go into the same zip.
 
-    if args.task:
-        return get_task(args.task).name
-    task = task_for_dataset_name(dataset)
-    if task is None and args.output is not None:
-        raise GenesisUserError(f"{dataset} is not named like a Decathlon task, so the submission's task is unknown; "
-                               f"give it with --task TaskXX_Name.")
-    return None if task is None else task.name
+    This recipe's task is the dataset's own (by its name) or else the first ``--task``; every
+    other ``--task`` must name a task whose recipe has finished its post-processing."""
+    from nnunet_genesis.evaluation.msd_tasks import get_task, task_for_dataset_name
+    from nnunet_genesis.recipe.state import finished_recipe_of_task
+
+    names = [get_task(n).name for n in args.task or []]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise GenesisUserError(f"--task {', '.join(twice)} is given twice; name each task once.")
+    own = task_for_dataset_name(dataset)
+    if own is None:
+        if not names:
+            if args.output is not None:
+                raise GenesisUserError(f"{dataset} is not named like a Decathlon task, so the submission's task is "
+                                       f"unknown; give it with --task TaskXX_Name.")
+            return None, ()
+        mine = names[0]
+    else:
+        mine = own.name
+        if names and mine not in names:
+            raise GenesisUserError(f"{dataset} is {mine}, and --task {' '.join(names)} leaves it out: the zip would "
+                                   f"not hold this recipe's predictions. Add --task {mine}.")
+    return mine, tuple(finished_recipe_of_task(results, n) for n in names if n != mine)
 
 
 def _attach_needed(settings: RecipeSettings, facts: DatasetFacts) -> bool:
@@ -206,7 +224,7 @@ def resolve(args: argparse.Namespace):
         raise GenesisUserError(f"Checkpoint {checkpoint} does not exist.")
     work = WorkDir((args.work_dir or results / facts.name / "genesis_recipe").expanduser().resolve())
     check_output_dir(work.root, "--work-dir")
-    task = _task(args, facts.name)
+    task, other_tasks = _tasks(args, facts.name, results)
     output = args.output.expanduser().resolve() if args.output is not None else None
     if task is not None:
         zip_path = check_output_file(output or work.default_zip, "-o")
@@ -217,7 +235,8 @@ def resolve(args: argparse.Namespace):
         dataset=facts.name, checkpoint=checkpoint, checkpoint_sha256=sha256_of(checkpoint),
         configurations=configurations, folds=folds, trainer=args.trainer, plain_trainer=plain,
         baseline_trainer=baseline, source_plans=args.plans, variant=args.variant, device=args.device,
-        images_ts=_images_ts(args, raw, facts.name), task=task, output=output, work_dir=work.root)
+        images_ts=_images_ts(args, raw, facts.name), task=task, other_tasks=other_tasks, output=output,
+        work_dir=work.root)
     check_same_recipe(work, settings)
     load_checkpoint(checkpoint)  # refuses a file that is no Genesis checkpoint (attach checks the transfer)
     attach_needed = _attach_needed(settings, facts)

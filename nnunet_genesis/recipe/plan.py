@@ -279,7 +279,11 @@ def prediction_steps(plan: RecipePlan, info: Mapping[str, Any]) -> list[RecipeSt
                             (last.name,), output=final))
     if s.task:
         zip_path = s.output or work.default_zip
-        steps.append(RecipeStep("package", PACKAGE, f"package {s.task} into {zip_path.name}",
+        others = [a for t in s.other_tasks for a in ("--task", t.task, "--pred", str(t.predictions), "--images",
+                                                      str(t.images))]
+        tasks = " + ".join([s.task, *(t.task for t in s.other_tasks)])
+        steps.append(RecipeStep("package", PACKAGE, f"package {tasks} into {zip_path.name}",
                                 (GENESIS_CLI, "package-msd", "--task", s.task, "--pred", str(final), "--images",
-                                 str(s.images_ts), "-o", str(zip_path), "--force"), ("postprocess",), output=zip_path))
+                                 str(s.images_ts), *others, "-o", str(zip_path), "--force"), ("postprocess",),
+                                output=zip_path))
     return steps

@@ -65,6 +65,20 @@ class Model:
 
 
 @dataclass(frozen=True)
+class OtherTask:
+    """Another Decathlon task's finished recipe, whose predictions go into this recipe's zip."""
+
+    task: str
+    predictions: Path
+    images: Path
+    work_dir: Path
+
+    def to_dict(self) -> dict[str, str]:
+        return {"task": self.task, "predictions": str(self.predictions), "images": str(self.images),
+                "work_dir": str(self.work_dir)}
+
+
+@dataclass(frozen=True)
 class RecipeSettings:
     """Everything the recipe was asked for, resolved (dataset name, checkpoint digest, folds)."""
 
@@ -81,6 +95,7 @@ class RecipeSettings:
     device: str = "cuda"
     images_ts: Path | None = None
     task: str | None = None  # Decathlon task name; None: predictions are not packaged
+    other_tasks: tuple[OtherTask, ...] = ()  # further tasks packaged into the same zip
     output: Path | None = None  # the submission zip
     work_dir: Path = Path(".")
 
@@ -96,6 +111,7 @@ class RecipeSettings:
     def to_dict(self) -> dict[str, Any]:
         return {**self.identity(), "checkpoint": str(self.checkpoint), "device": self.device,
                 "images_ts": None if self.images_ts is None else str(self.images_ts), "task": self.task,
+                "other_tasks": [t.to_dict() for t in self.other_tasks],
                 "output": None if self.output is None else str(self.output), "work_dir": str(self.work_dir)}
 
     def arms(self) -> tuple[str, ...]:

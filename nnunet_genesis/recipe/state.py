@@ -18,7 +18,7 @@ from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.folder_lock import FolderLock
 from nnunet_genesis.outputs import write_json_atomic
 from nnunet_genesis.recipe.folders import WorkDir
-from nnunet_genesis.recipe.settings import RecipeSettings
+from nnunet_genesis.recipe.settings import OtherTask, RecipeSettings
 
 STATE_VERSION = 1
 LOCK_FILE = ".recipe.lock"
@@ -94,3 +94,26 @@ def owns_output(work: WorkDir, path: Path) -> bool:
 def work_lock(work: WorkDir) -> FolderLock:
     """One recipe at a time in a work folder (an exclusive flock on ``.recipe.lock``)."""
     return FolderLock(work.root / LOCK_FILE, "recipe", "wait for it to end")
+
+
+def finished_recipe_of_task(results: Path, task: str) -> OtherTask:
+    """The finished recipe of another Decathlon task: the dataset in ``results`` named like the task,
+    its default work folder, whose post-processing is recorded as finished."""
+    from nnunet_genesis.evaluation.msd_tasks import task_for_dataset_name
+
+    datasets = sorted(p for p in results.glob("Dataset*") if p.is_dir()
+                      and (t := task_for_dataset_name(p.name)) is not None and t.name == task)
+    looked = []
+    for dataset in datasets:
+        work = WorkDir(dataset / "genesis_recipe")
+        looked.append(str(work.root))
+        data = read_state(work) or {}
+        final = work.predictions / "final"
+        images = (data.get("settings") or {}).get("images_ts")
+        if "postprocess" in data.get("finished", {}) and images and final.is_dir():
+            return OtherTask(task=task, predictions=final, images=Path(images), work_dir=work.root)
+    where = f"{', '.join(looked)} has not finished its post-processing" if looked else \
+        f"no dataset in {results} is named like {task}"
+    raise GenesisUserError(f"--task {task}: its predictions come from that task's own finished recipe, and {where}. "
+                           f"Run 'nnunet-genesis recipe -d <its dataset> -c CHECKPOINT' to the end first (its "
+                           f"default --work-dir), then this command again.")

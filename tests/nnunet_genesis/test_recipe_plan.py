@@ -462,3 +462,43 @@ def test_refuses_results_trained_from_another_checkpoint(fake, capsys):
     (folder / "plans.json").write_text(json.dumps({"genesis": {"sha256": "cd" * 32}}))
     err = _refusal(fake, capsys, "--configurations", "3d_cascade_fullres", "--print-commands")
     assert str(folder) in err and "another checkpoint" in err
+
+
+def _finished_liver_recipe(fake, postprocessed: bool = True) -> dict:
+    """A Task03_Liver recipe's work folder as a finished run leaves it (state and final predictions)."""
+    work = fake["nnUNet_results"] / "Dataset003_Liver" / "genesis_recipe"
+    (work / "predictions" / "final").mkdir(parents=True)
+    images = fake["nnUNet_raw"] / "Dataset003_Liver" / "imagesTs"
+    images.mkdir(parents=True)
+    finished = {"postprocess": {"command": ["nnUNetv2_apply_postprocessing"]}} if postprocessed else {}
+    (work / "recipe_state.json").write_text(json.dumps(
+        {"version": 1, "identity": {"dataset": "Dataset003_Liver"}, "settings": {"images_ts": str(images)},
+         "finished": finished}))
+    return {"predictions": str(work / "predictions" / "final"), "images": str(images)}
+
+
+def test_task_twice_packages_the_other_tasks_finished_recipe_into_the_same_zip(fake, monkeypatch):
+    liver = _finished_liver_recipe(fake)
+    plan = _plan(fake, "--device", "cpu", "--task", "Task03_Liver", "--task", "Task04_Hippocampus")
+    res = fake["nnUNet_results"] / DATASET
+    info = {"folds": [0], "best_model_or_ensemble": {
+        "postprocessing_file": str(res / "p.pkl"), "some_plans_file": str(res / "plans.json"),
+        "selected_model_or_models": [{"configuration": "3d_fullres", "trainer": "nnUNetTrainerGenesis",
+                                      "plans_identifier": "nnUNetPlans_genesis"}]}}
+    package = prediction_steps(plan, info)[-1]
+    assert package.kind == "package" and "Task04_Hippocampus + Task03_Liver" in package.label
+    parsed = parse_command(list(package.command), monkeypatch)
+    assert [g["task"] for g in parsed.task_groups] == ["Task04_Hippocampus", "Task03_Liver"]
+    assert parsed.task_groups[1] == {"task": "Task03_Liver", **{"pred": liver["predictions"], "images": liver["images"]}}
+
+
+def test_task_twice_refuses_an_unfinished_other_recipe_or_leaving_out_its_own_task(fake, capsys):
+    err = _refusal(fake, capsys, "--task", "Task04_Hippocampus", "--task", "Task03_Liver", "--print-commands")
+    assert "Task03_Liver" in err and "no dataset" in err and "recipe -d" in err
+    _finished_liver_recipe(fake, postprocessed=False)
+    err = _refusal(fake, capsys, "--task", "Task04_Hippocampus", "--task", "Task03_Liver", "--print-commands")
+    assert "has not finished its post-processing" in err and "Dataset003_Liver" in err
+    err = _refusal(fake, capsys, "--task", "Task03_Liver", "--print-commands")
+    assert "leaves it out" in err and "--task Task04_Hippocampus" in err
+    err = _refusal(fake, capsys, "--task", "Task04_Hippocampus", "--task", "Task04_Hippocampus", "--print-commands")
+    assert "given twice" in err
