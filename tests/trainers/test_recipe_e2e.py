@@ -4,8 +4,8 @@ nnUNetv2_predict of the test images -> nnUNetv2_apply_postprocessing -> package-
 same command again (everything skipped), an interrupted fold (the --c command, --finish
 refused), a lost zip (only packaging runs again) and a checkpoint that does not attach.
 
-Kept short for 2 busy cores: the continuation itself (nnUNetv2_train --c, then selection,
-prediction and packaging again) is not run here; it passed once by hand (docs/recipe.md).
+Then ``--baseline`` in a second work folder over the same results, with one Genesis fold made
+interrupted first, so that nnUNetv2_train --c really continues it.
 """
 
 from __future__ import annotations
@@ -154,6 +154,43 @@ def test_a_second_run_skips_everything_and_an_interrupted_fold_is_continued(reci
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count(": skipped") == 5 and "package Task04_Hippocampus into submission.zip: running" \
         in again.stdout and zip_path.is_file()
+
+
+def test_baseline_and_a_real_continuation(recipe_run):
+    """``--baseline`` in its own work folder over the same results: the Genesis folds are nnU-Net's
+    finished ones (fold 1 made interrupted first, so nnUNetv2_train --c really runs), the scratch
+    folds are trained, both arms selected, and the compare report gives nnU-Net's validation Dice
+    of both per fold."""
+    root, _, _ = recipe_run
+    fold = root / "nnUNet_results" / DATASET / MODEL / "fold_1"
+    (fold / "checkpoint_final.pth").rename(fold / "checkpoint_latest.pth")
+    shutil.rmtree(fold / "validation")
+    work = root / "with_baseline"
+    r = _recipe(root, "--baseline", "--work-dir", str(work), "-o", str(root / "submission_baseline.zip"))
+    assert r.returncode == 0, f"{r.stdout[-5000:]}\n{r.stderr[-3000:]}"
+    out = r.stdout
+    assert f"nnUNetv2_train {DATASET} 3d_fullres 1 -tr {TRAINER} -p nnUNetPlans_genesis --npz -device cpu --c" in out
+    assert (fold / "checkpoint_final.pth").is_file() and (fold / "validation" / "summary.json").is_file()
+    state = json.loads((work / "recipe_state.json").read_text())
+    assert state["finished"][f"train/{MODEL}/fold_1"]["started_as"] == "continue"
+    assert f"train/{MODEL}/fold_0" not in state["finished"]  # finished in the first run: skipped
+    scratch = "nnUNetTrainerScratch_smoke__nnUNetPlans__3d_fullres"
+    for f in (0, 1):
+        assert (root / "nnUNet_results" / DATASET / scratch / f"fold_{f}" / "validation" / "summary.json").is_file()
+    for arm in ("genesis", "baseline"):
+        assert (work / "selection" / arm / "inference_information.json").is_file()
+
+    from nnunet_genesis.recipe.report import fold_dice
+
+    table = json.loads((work / "compare" / "cross_validation.json").read_text())
+    assert [(row["configuration"], row["fold"]) for row in table["rows"]] == [("3d_fullres", 0), ("3d_fullres", 1)]
+    for row in table["rows"]:
+        g = fold_dice(root / "nnUNet_results" / DATASET / MODEL / f"fold_{row['fold']}")
+        b = fold_dice(root / "nnUNet_results" / DATASET / scratch / f"fold_{row['fold']}")
+        assert row["genesis"] == g and row["baseline"] == b and row["difference"] == pytest.approx(g - b)
+    assert set(table["selections"]) == {"genesis", "baseline"}
+    assert (work / "compare" / "cross_validation.md").is_file() and list((work / "compare" / "3d_fullres").iterdir())
+    assert (root / "submission_baseline.zip").is_file()
 
 
 def test_a_checkpoint_that_does_not_attach_is_refused_before_anything_is_written(
