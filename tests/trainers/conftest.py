@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -34,6 +35,22 @@ def make_genesis_checkpoint(hippocampus_preprocessed) -> Callable[..., Path]:
         return save_checkpoint(path, network.state_dict(), meta)
 
     return make
+
+
+def _cpu_nnunet_env(root: Path) -> dict[str, str]:
+    """The environment of nnU-Net subprocesses in small CPU runs: nnU-Net folders under ``root``, no
+    augmentation workers, no torch.compile, one worker per export pool."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")}
+    env.update({name: str(root / name) for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")})
+    env.update(nnUNet_n_proc_DA="0", nnUNet_compile="false", nnUNet_def_n_proc="1", nnUNet_npp="1", nnUNet_nps="1",
+               PYTHONUNBUFFERED="1")
+    return env
+
+
+@pytest.fixture(scope="session")
+def cpu_nnunet_env() -> Callable[[Path], dict[str, str]]:
+    """``env(root)``: the environment of nnU-Net subprocesses in small CPU runs under ``root``."""
+    return _cpu_nnunet_env
 
 
 @pytest.fixture(scope="session")

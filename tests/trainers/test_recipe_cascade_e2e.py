@@ -12,7 +12,6 @@ previous-stage segmentation channels = 0.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,29 +30,22 @@ TRAINER = "nnUNetTrainerGenesis_smoke"
 IN_PROJ = "encoder.stages.0.0.convs.0.conv.weight"
 
 
-def _env(root: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")}
-    env.update({name: str(root / name) for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")})
-    env.update(nnUNet_n_proc_DA="0", nnUNet_compile="false", nnUNet_def_n_proc="1", nnUNet_npp="1", nnUNet_nps="1",
-               PYTHONUNBUFFERED="1")
-    return env
-
-
-def _run(cmd: list[str], root: Path, timeout: int, **env: str) -> subprocess.CompletedProcess:
-    result = subprocess.run(cmd, env={**_env(root), **env}, capture_output=True, text=True, timeout=timeout, cwd=root)
+def _run(cmd: list[str], env: dict[str, str], root: Path, timeout: int) -> subprocess.CompletedProcess:
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=root)
     assert result.returncode == 0, f"{cmd[:4]} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     return result
 
 
 @pytest.fixture(scope="module")
-def cascade_run(tmp_path_factory):
+def cascade_run(tmp_path_factory, cpu_nnunet_env):
     root = tmp_path_factory.mktemp("cascade")
+    env = cpu_nnunet_env(root)
     write_nnunet_dataset(root / "nnUNet_raw", SyntheticConfig(n_train=4, n_test=1, shape=(96, 96, 96), seed=3),
                          dataset_id=DATASET_ID, name=NAME)
     bin_dir = Path(sys.executable).parent
     _run([str(bin_dir / "nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-gpu_memory_target", "0.25",
-          "-c", "3d_fullres", "3d_lowres", "-np", "1", "1", "--no_pbar"], root, timeout=600,
-         nnUNet_n_proc_DA="1")  # the planner's memory estimate sets torch's threads to it: 0 is refused
+          "-c", "3d_fullres", "3d_lowres", "-np", "1", "1", "--no_pbar"],
+         {**env, "nnUNet_n_proc_DA": "1"}, root, timeout=600)  # the planner sets torch's threads to it: 0 is refused
     pre = root / "nnUNet_preprocessed" / DATASET
     plans = json.loads((pre / "nnUNetPlans.json").read_text())
     assert {"3d_lowres", "3d_cascade_fullres"} <= set(plans["configurations"]), \
@@ -68,7 +60,7 @@ def cascade_run(tmp_path_factory):
     checkpoint = save_checkpoint(root / "genesis_final.pth", network.state_dict(), {**meta, "source": "pretrain"})
     result = _run([sys.executable, "-m", "nnunet_genesis.cli", "recipe", "-d", str(DATASET_ID), "-c", str(checkpoint),
                    "--configurations", "3d_cascade_fullres", "--folds", "0", "--trainer", TRAINER,
-                   "--device", "cpu"], root, timeout=1500)
+                   "--device", "cpu"], env, root, timeout=1500)
     return root, checkpoint, result
 
 
@@ -101,13 +93,14 @@ def test_the_cascade_trains_after_every_lowres_fold_and_predicts_through_both_st
     assert sorted(p.name for p in final.glob("*.nii.gz")) == ["genesisdemo_004.nii.gz"]
 
 
-def test_the_cascade_starts_from_the_checkpoint_with_zero_segmentation_channels(cascade_run, monkeypatch):
+def test_the_cascade_starts_from_the_checkpoint_with_zero_segmentation_channels(cascade_run, cpu_nnunet_env,
+                                                                                monkeypatch):
     """The start itself, on nnU-Net's own cascade plans (the attach-written variant): the trainer's
     network before any step, compared with the checkpoint."""
     from nnunet_genesis.trainers import lengths
 
     root, checkpoint, _ = cascade_run
-    for name, value in _env(root).items():
+    for name, value in cpu_nnunet_env(root).items():
         if name.startswith("nnUNet_"):
             monkeypatch.setenv(name, value)
     pre = root / "nnUNet_preprocessed" / DATASET

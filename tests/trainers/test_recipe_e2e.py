@@ -37,15 +37,6 @@ def _real_data_present():
                     f"Decathlon hippocampus task there (or NNUNET_GENESIS_DATA pointing at its parent folder)")
 
 
-def _env(root: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")}
-    env.update({name: str(root / name) for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")})
-    # small CPU runs: no augmentation workers, no torch.compile, one worker per export pool
-    env.update(nnUNet_n_proc_DA="0", nnUNet_compile="false", nnUNet_def_n_proc="1", nnUNet_npp="1", nnUNet_nps="1",
-               PYTHONUNBUFFERED="1")
-    return env
-
-
 def _private_copy(hippocampus_preprocessed: dict, root: Path) -> Path:
     for name in ("nnUNet_raw", "nnUNet_preprocessed"):
         shutil.copytree(hippocampus_preprocessed[name] / DATASET, root / name / DATASET,
@@ -55,28 +46,32 @@ def _private_copy(hippocampus_preprocessed: dict, root: Path) -> Path:
     return root
 
 
-def _recipe(root: Path, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "nnunet_genesis.cli", "recipe", "-d", "4", "-c", str(root / "genesis_final.pth"),
-           "--configurations", "3d_fullres", "--folds", "0", "1", "--trainer", TRAINER, "--device", "cpu",
-           "-o", str(root / "submission.zip"), *extra]
-    return subprocess.run(cmd, env=_env(root), capture_output=True, text=True, timeout=1500, cwd=root)
+@pytest.fixture(scope="session")
+def recipe(cpu_nnunet_env):
+    """``recipe(root, *extra)``: the recipe command of these tests in a subprocess."""
+    def run(root: Path, *extra: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "nnunet_genesis.cli", "recipe", "-d", "4", "-c", str(root / "genesis_final.pth"),
+               "--configurations", "3d_fullres", "--folds", "0", "1", "--trainer", TRAINER, "--device", "cpu",
+               "-o", str(root / "submission.zip"), *extra]
+        return subprocess.run(cmd, env=cpu_nnunet_env(root), capture_output=True, text=True, timeout=1500, cwd=root)
+    return run
 
 
 @pytest.fixture(scope="module")
-def recipe_run(hippocampus_preprocessed, make_genesis_checkpoint, tmp_path_factory):
+def recipe_run(hippocampus_preprocessed, make_genesis_checkpoint, tmp_path_factory, recipe):
     """A private copy of the preprocessed 10-case subset (other tests write plans variants into the
     shared one) and one full recipe run; returns (root, result, seconds)."""
     root = _private_copy(hippocampus_preprocessed, tmp_path_factory.mktemp("recipe"))
     make_genesis_checkpoint(root / "genesis_final.pth")
     t0 = time.monotonic()
-    result = _recipe(root)
+    result = recipe(root)
     seconds = time.monotonic() - t0
     assert result.returncode == 0, f"recipe failed:\n{result.stdout[-5000:]}\n{result.stderr[-5000:]}"
     print(f"\nrecipe smoke run (attach, 2 folds, selection, prediction, packaging): {seconds:.0f} s\n{result.stdout}")
     return root, result, seconds
 
 
-def test_every_phase_ran_and_the_zip_is_a_valid_submission(recipe_run):
+def test_every_phase_ran_and_the_zip_is_a_valid_submission(recipe_run, recipe):
     root, result, _ = recipe_run
     out = result.stdout
     for label in ("attach genesis_final.pth as nnUNetPlans_genesis", "train 3d_fullres fold 0", "train 3d_fullres fold 1",
@@ -117,18 +112,18 @@ def test_every_phase_ran_and_the_zip_is_a_valid_submission(recipe_run):
     assert sorted(p.name for p in (work / "predictions" / "final").glob("*.nii.gz")) == [f"{c}.nii.gz" for c in images]
 
 
-def test_a_second_run_skips_everything_and_an_interrupted_fold_is_continued(recipe_run):
+def test_a_second_run_skips_everything_and_an_interrupted_fold_is_continued(recipe_run, recipe):
     root, _, _ = recipe_run
     zip_path = root / "submission.zip"
     mtime = zip_path.stat().st_mtime_ns
-    again = _recipe(root)
+    again = recipe(root)
     assert again.returncode == 0, again.stderr[-3000:]
     assert ": running" not in again.stdout, again.stdout
     assert again.stdout.count(": skipped") == 6 and zip_path.stat().st_mtime_ns == mtime  # attach is not planned again
     assert "finished earlier: checkpoint_final.pth and validation/summary.json present" in again.stdout
 
     # --print-commands after the selection: the exact prediction commands of the chosen model
-    printed = _recipe(root, "--print-commands")
+    printed = recipe(root, "--print-commands")
     assert printed.returncode == 0, printed.stderr
     lines = printed.stdout.splitlines()
     assert sum(li.startswith("# finished (") and "nnUNetv2_train" in li for li in lines) == 2
@@ -140,23 +135,23 @@ def test_a_second_run_skips_everything_and_an_interrupted_fold_is_continued(reci
     fold = root / "nnUNet_results" / DATASET / MODEL / "fold_1"
     (fold / "checkpoint_final.pth").rename(fold / "checkpoint_latest.pth")
     (fold / "validation").rename(fold / "validation_aside")
-    printed = _recipe(root, "--print-commands")
+    printed = recipe(root, "--print-commands")
     assert f"nnUNetv2_train {DATASET} 3d_fullres 1 -tr {TRAINER} -p nnUNetPlans_genesis --npz -device cpu --c  " \
            f"# interrupted (checkpoint_latest.pth present)" in printed.stdout
-    finish = _recipe(root, "--finish")
+    finish = recipe(root, "--finish")
     assert finish.returncode == 2 and "unfinished" in finish.stderr and "fold 1" in finish.stderr
     (fold / "checkpoint_latest.pth").rename(fold / "checkpoint_final.pth")
     (fold / "validation_aside").rename(fold / "validation")
 
     # a lost output is made again, and only it
     zip_path.unlink()
-    again = _recipe(root)
+    again = recipe(root)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count(": skipped") == 5 and "package Task04_Hippocampus into submission.zip: running" \
         in again.stdout and zip_path.is_file()
 
 
-def test_baseline_and_a_real_continuation(recipe_run):
+def test_baseline_and_a_real_continuation(recipe_run, recipe):
     """``--baseline`` in its own work folder over the same results: the Genesis folds are nnU-Net's
     finished ones (fold 1 made interrupted first, so nnUNetv2_train --c really runs), the scratch
     folds are trained, both arms selected, and the compare report gives nnU-Net's validation Dice
@@ -166,7 +161,7 @@ def test_baseline_and_a_real_continuation(recipe_run):
     (fold / "checkpoint_final.pth").rename(fold / "checkpoint_latest.pth")
     shutil.rmtree(fold / "validation")
     work = root / "with_baseline"
-    r = _recipe(root, "--baseline", "--work-dir", str(work), "-o", str(root / "submission_baseline.zip"))
+    r = recipe(root, "--baseline", "--work-dir", str(work), "-o", str(root / "submission_baseline.zip"))
     assert r.returncode == 0, f"{r.stdout[-5000:]}\n{r.stderr[-3000:]}"
     out = r.stdout
     assert f"nnUNetv2_train {DATASET} 3d_fullres 1 -tr {TRAINER} -p nnUNetPlans_genesis --npz -device cpu --c" in out
@@ -194,11 +189,11 @@ def test_baseline_and_a_real_continuation(recipe_run):
 
 
 def test_a_checkpoint_that_does_not_attach_is_refused_before_anything_is_written(
-        hippocampus_preprocessed, make_genesis_checkpoint, tmp_path):
+        hippocampus_preprocessed, make_genesis_checkpoint, tmp_path, recipe):
     root = _private_copy(hippocampus_preprocessed, tmp_path)
     make_genesis_checkpoint(root / "genesis_final.pth", features=[16, 32, 64, 128])  # a narrower network
     before = sorted(p.relative_to(root) for p in root.rglob("*"))
-    r = _recipe(root)
+    r = recipe(root)
     assert r.returncode == 2, r.stdout[-3000:] + r.stderr[-3000:]
     assert "cannot be transferred onto configuration '3d_fullres'" in r.stderr and "Traceback" not in r.stderr
     assert sorted(p.relative_to(root) for p in root.rglob("*")) == before  # no variant, no work folder, no zip
