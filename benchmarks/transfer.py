@@ -41,8 +41,9 @@ from pathlib import Path
 
 from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.evaluation.label_efficiency import BASELINE, criteria, plot, summarize, table, unfair_runs
-from nnunet_genesis.evaluation.transfer_protocol import (ARMS, DEFAULT_ARMS, QUICK, SETTINGS, TransferBenchmark,
-                                                         load_runs, pending_units, unit_name)
+from nnunet_genesis.evaluation.transfer_protocol import (ARMS, CHECKPOINT_FREE_ARMS, DEFAULT_ARMS, QUICK, SETTINGS,
+                                                         TransferBenchmark, import_runs, importable_runs, load_runs,
+                                                         pending_units, unit_name)
 from nnunet_genesis.msd_folders import check_msd_folder
 from nnunet_genesis.outputs import write_json_atomic
 from nnunet_genesis.pinned_jobs import run_pinned
@@ -99,6 +100,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--preset", choices=("mild", "paper"), help="the pretraining's corruption preset")
     p.add_argument("--training-mirroring", choices=("on", "off"),
                    help="mirroring augmentation while fine-tuning (default: the setting's; cpu: off)")
+    p.add_argument("--import-runs", type=Path, metavar="RESULTS_JSON",
+                   help=f"copy the records of {', '.join(CHECKPOINT_FREE_ARMS)} (they never read the checkpoint) from "
+                        f"another run's transfer_results.json with the same settings instead of training them again "
+                        f"(e.g. after a new pretraining); each copied record names its source")
     p.add_argument("--quick", action="store_true", help="a few iterations only: checks that every phase runs")
     p.add_argument("--report-only", action="store_true",
                    help="run nothing: write the JSON, PNG and table from the units finished so far (a protocol "
@@ -170,6 +175,8 @@ def main(argv=None) -> int:
         t0 = time.monotonic()
         units = [(k, s, a) for k in ks for s in seeds for a in arms]
         if args.report_only:
+            if args.import_runs is not None:
+                raise GenesisUserError("--import-runs writes records; it cannot be combined with --report-only.")
             if not bench.cases_file.is_file():
                 raise GenesisUserError(f"--report-only: {out} holds no prepared benchmark ({bench.cases_file} is "
                                        f"missing); run without --report-only first.")
@@ -180,6 +187,11 @@ def main(argv=None) -> int:
                 print(f"--report-only: {len(missing)} of {len(units)} unit(s) not finished yet, reported without: "
                       + ", ".join(unit_name(*u) for u in missing))
         else:
+            imported = source = None
+            if args.import_runs is not None:  # refused before anything runs
+                source = args.import_runs.expanduser().resolve()
+                imported = importable_runs(source, {"task": msd.name, "device": args.device, "setting": setting_name,
+                                                    "setting_values": asdict(setting), "split_seed": args.split_seed})
             out.mkdir(parents=True, exist_ok=True)
             write_json_atomic(config, config_file)
             bench.ws.make()
@@ -187,6 +199,10 @@ def main(argv=None) -> int:
                   f"{jobs} job(s) at a time")
             durations = run_steps(bench.ws, bench.shared_steps(), "transfer")
             folds = bench.register_folds(ks, seeds)
+            if imported is not None:
+                names = import_runs(imported, source, out, bench.cases()["pool"], units)
+                print(f"imported from {args.import_runs}: " + (", ".join(names) if names else "nothing (no pending "
+                      f"{'/'.join(CHECKPOINT_FREE_ARMS)} unit there)"))
             todo = pending_units(out, units)
             print(f"{len(units) - len(todo)} of {len(units)} unit(s) done earlier (skipped); {len(todo)} to run")
             run_units(bench, todo, folds)
@@ -198,7 +214,7 @@ def main(argv=None) -> int:
                    "arms": arms, "shared_seconds": {n: round(v, 1) for n, v in durations.items()},
                    "this_invocation_seconds": round(time.monotonic() - t0, 1),
                    "summary": summarize(runs, arm_order=list(ARMS)),
-                   "criteria": criteria(runs) if "genesis" in arms else [],
+                   "criteria": [c for arm in arms if ARMS[arm][1] for c in criteria(runs, arm)],
                    "unfair_runs": unfair_runs(runs),
                    "runs": runs}
         write_json_atomic(results, out / RESULTS_FILE)

@@ -42,6 +42,7 @@ ARMS: dict[str, tuple[str, bool]] = {
     "nnunetrecipe": ("nnUNetTrainerGenesis_nnUNetRecipe_demo", True),
 }
 DEFAULT_ARMS = ("genesis", "encoder", "scratch", "stock")  # "aspretrained" is the default start, i.e. "genesis"
+CHECKPOINT_FREE_ARMS = tuple(arm for arm, (_, genesis) in ARMS.items() if not genesis)
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,46 @@ def unit_path(out: Path, name: str) -> Path:
 def pending_units(out: Path, units: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
     """The units without a record in ``out/units`` (a record is written only when a unit is complete)."""
     return [u for u in units if not unit_path(out, unit_name(*u)).is_file()]
+
+
+def importable_runs(results_file: Path, expected: dict) -> list[dict]:
+    """The records of another run's ``transfer_results.json``, refused (exit 2) unless that run had
+    the same task, device, setting values and split seed (``expected``); read before anything runs."""
+    try:
+        results = json.loads(results_file.read_text())
+        other = {key: results[key] for key in expected}
+        runs = list(results["runs"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise GenesisUserError(f"--import-runs {results_file}: not a readable transfer_results.json ({e}).") from None
+    differing = sorted(key for key in expected if other[key] != expected[key])
+    if differing:
+        raise GenesisUserError(f"--import-runs {results_file}: that run had other settings ({', '.join(differing)}); "
+                               f"only records of the same task, device, setting values and split seed can be "
+                               f"imported.")
+    return runs
+
+
+def import_runs(runs: list[dict], source: Path, out: Path, pool: list[str],
+                units: list[tuple[int, int, str]]) -> list[str]:
+    """Copies into ``out/units`` the records (from ``importable_runs``) of arms that never read the
+    checkpoint (scratch, stock), so that a new pretraining does not retrain them.
+
+    Only requested units without a record here are copied, each naming its ``source``; refused
+    (nothing written) when a record trained on other cases than this folder draws for its K and seed.
+    """
+    wanted = {u for u in pending_units(out, units) if u[2] in CHECKPOINT_FREE_ARMS}
+    imported = []
+    for record in runs:
+        unit = (record.get("K"), record.get("seed"), record.get("arm"))
+        if unit not in wanted:
+            continue
+        if record.get("train_cases") != training_cases(pool, unit[0], unit[1]):
+            raise GenesisUserError(f"--import-runs {source}: {unit_name(*unit)} trained on other cases than "
+                                   f"this folder draws for K={unit[0]}, seed {unit[1]}; nothing imported.")
+        imported.append((unit, dict(record, imported_from=str(source))))
+    for unit, record in imported:
+        write_json_atomic(record, unit_path(out, unit_name(*unit)))
+    return [unit_name(*unit) for unit, _ in imported]
 
 
 def load_runs(out: Path) -> list[dict]:

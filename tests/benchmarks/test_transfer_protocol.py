@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -72,6 +73,49 @@ def test_pending_units_skip_finished_records(tmp_path):
     assert [r["arm"] for r in protocol.load_runs(tmp_path)] == ["genesis"]
 
 
+def test_import_runs_copies_checkpoint_free_records_of_the_same_settings_only(tmp_path):
+    pool = [f"case_{i:03d}" for i in range(30)]
+    expected = {"task": "Task04_Hippocampus", "device": "cpu", "setting": "cpu", "setting_values": {"width": 0.25},
+                "split_seed": 0}
+    runs = [dict(_record(k, s, a, {"a": 0.5}, [1, 1]), train_cases=protocol.training_cases(pool, k, s))
+            for k in (5, 20) for s in (0, 1) for a in ("genesis", "scratch", "stock")]
+    source = tmp_path / "old" / "transfer_results.json"
+    write_json_atomic(dict(expected, runs=runs), source)
+    out = tmp_path / "new"
+    write_json_atomic(_record(5, 0, "scratch", {"a": 0.9}, [1, 1]), protocol.unit_path(out, "K5_seed0_scratch"))
+    units = [(k, s, a) for k in (5, 20) for s in (0,) for a in ("scratch", "headwarmup")]
+    records = protocol.importable_runs(source, expected)
+    assert protocol.import_runs(records, source, out, pool, units) == ["K20_seed0_scratch"]  # K5 exists here
+    copied = json.loads(protocol.unit_path(out, "K20_seed0_scratch").read_text())
+    assert copied["imported_from"] == str(source) and copied["arm"] == "scratch"
+    assert protocol.pending_units(out, units) == [(5, 0, "headwarmup"), (20, 0, "headwarmup")]  # never genesis arms
+    assert json.loads(protocol.unit_path(out, "K5_seed0_scratch").read_text())["labels"]["1"]["dice"] == 0.9
+
+    other = tmp_path / "other.json"
+    write_json_atomic(dict(expected, setting_values={"width": 0.5}, runs=runs), other)
+    with pytest.raises(GenesisUserError, match="setting_values"):
+        protocol.importable_runs(other, expected)
+    with pytest.raises(GenesisUserError, match="other cases"):
+        protocol.import_runs(records, source, tmp_path / "b", list(reversed(pool)), units)
+    assert not (tmp_path / "b" / "units").exists()  # refused before anything is written
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(GenesisUserError, match="not a readable"):
+        protocol.importable_runs(tmp_path / "broken.json", expected)
+
+
+def test_an_unreadable_import_is_refused_before_anything_runs(transfer, hippocampus_dir, tmp_path, capsys):
+    (tmp_path / "results.json").write_text('{"task": "Task04_Hippocampus"}')
+    out = tmp_path / "out"
+    handler = signal.getsignal(signal.SIGTERM)  # main() turns SIGTERM into an interrupt
+    try:
+        rc = transfer.main(["--msd-task", str(hippocampus_dir), "-o", str(out), "--import-runs",
+                            str(tmp_path / "results.json")])
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+    assert rc == 2 and not out.exists()
+    assert "not a readable transfer_results.json" in capsys.readouterr().err
+
+
 def test_summary_gives_the_paired_difference_with_ci_and_p():
     rng = np.random.default_rng(0)
     cases = [f"c{i}" for i in range(30)]
@@ -97,7 +141,9 @@ def test_summary_gives_the_paired_difference_with_ci_and_p():
     assert not any(c["leaves_zero_no_later"] for c in label_efficiency.criteria(runs_bad))
     text = label_efficiency.table({"task": "T", "setting": "cpu", "device": "cpu", "n_eval": 30, "summary": summary,
                            "criteria": crit})
-    assert "+0.100" in text and "genesis" in text
+    assert "+0.100" in text and "genesis" in text and "genesis 3 of 3" in text
+    crit_encoder = label_efficiency.criteria(runs, "encoder")  # leaves 0 on label 2 never: fails on every run
+    assert {c["arm"] for c in crit_encoder} == {"encoder"} and not any(c["leaves_zero_no_later"] for c in crit_encoder)
     json.dumps(summary)  # the summary goes into transfer_results.json
 
 
