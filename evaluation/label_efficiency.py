@@ -153,16 +153,15 @@ def table(results: dict) -> str:
         lines.append(f"criteria for the default, each start vs {BASELINE} per (K, seed): pseudo Dice leaves 0 on "
                      f"every label no later; final mean Dice not lower; first epoch with pseudo Dice > 0.5 on every "
                      f"label")
+        met: dict[str, list[bool]] = {}
         for c in results["criteria"]:
-            lines.append(f"  {c.get('arm', 'genesis'):<16} K={c['K']:<3} seed {c['seed']:<3} first epoch > 0: "
+            met.setdefault(c["arm"], []).append(c["leaves_zero_no_later"] and c["mean_dice_not_lower"])
+            lines.append(f"  {c['arm']:<16} K={c['K']:<3} seed {c['seed']:<3} first epoch > 0: "
                          f"{c['first_nonzero']} vs "
                          f"{c['first_nonzero_baseline']}  {'ok ' if c['leaves_zero_no_later'] else 'NO '}   "
                          f"mean Dice {c['mean_dice']:.4f} vs {c['mean_dice_baseline']:.4f}  "
                          f"{'ok' if c['mean_dice_not_lower'] else 'NO'}   > 0.5 from epoch "
                          f"{c.get('first_epoch_above_0.5')} vs {c.get('first_epoch_above_0.5_baseline')}")
-        met: dict[str, list[bool]] = {}
-        for c in results["criteria"]:
-            met.setdefault(c.get("arm", "genesis"), []).append(c["leaves_zero_no_later"] and c["mean_dice_not_lower"])
         lines.append("  meets both on every run: " + "; ".join(f"{arm} {sum(ok)} of {len(ok)}"
                                                           for arm, ok in met.items()))
     unfair = results.get("unfair_runs") or []
