@@ -26,6 +26,23 @@ def unlearnt(mean_dice: dict[str, float | None], threshold: float = LEARNT_DICE)
     return [label for label, v in mean_dice.items() if v is None or v <= threshold]
 
 
+LEARNT_LAST_EPOCHS = 5  # a label is learnt in training when its pseudo Dice over these last epochs is above LEARNT_DICE
+
+
+def final_pseudo_dice(pseudo_dice: list[list[float]], n_labels: int,
+                      last: int = LEARNT_LAST_EPOCHS) -> list[float] | None:
+    """Per label, the mean pseudo Dice (nnU-Net's estimate on its validation cases) of the last
+    ``last`` epochs; None when the curve does not have one value per label in each epoch.
+
+    Whether the schedule was long enough for an arm to learn a label is a property of its
+    training, not of the test cases: an arm that learnt a label but scores low on the test cases
+    generalises worse, which is what the comparison is meant to show."""
+    rows = pseudo_dice[-last:]
+    if not rows or any(len(row) != n_labels for row in rows):
+        return None
+    return [float(np.mean([row[j] for row in rows])) for j in range(n_labels)]
+
+
 def unfair_runs(runs: list[dict], baseline: str = BASELINE) -> list[dict]:
     """The baseline's runs that did not learn every label: (K, seed, labels with their Dice)."""
     out = []

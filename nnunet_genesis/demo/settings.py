@@ -33,8 +33,8 @@ class DemoSettings:
     test_cases: int = 10  # MSD: labelled cases held out as the test set
     pretrain_epochs: int = 20
     pretrain_iterations: int = 40
-    finetune_epochs: int = 20
-    finetune_iterations: int = 30
+    finetune_epochs: int = 40
+    finetune_iterations: int = 40
     warmup_epochs: int = 2
     width: float = 1.0  # feature maps per stage relative to nnU-Net's plan (0.5 on CPU)
     preset: str = "mild"  # the pretraining's GenesisConfig preset: "mild" (short runs) or "paper"

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from nnunet_genesis.evaluation.label_efficiency import final_pseudo_dice
 from nnunet_genesis.outputs import write_json_atomic
 from nnunet_genesis.pipeline import format_seconds
 
@@ -38,11 +39,16 @@ def summary_table(genesis: dict, scratch: dict) -> list[str]:
     return lines
 
 
-def difference_lines(genesis: dict, scratch: dict) -> list[str]:
+def difference_lines(genesis: dict, scratch: dict, pseudo_dice: dict[str, list[list[float]] | None]) -> list[str]:
     """Per label: Genesis - scratch Dice with its 95 % CI (bootstrap over the test cases of this
-    one seed) and the Wilcoxon p, and plainly whether that is significant on this data. A label
-    that one arm has not learnt gets no verdict: the difference then measures the schedule."""
-    from nnunet_genesis.evaluation.label_efficiency import LEARNT_DICE
+    one seed) and the Wilcoxon p, and plainly whether that is significant on this data.
+
+    ``pseudo_dice``: per arm ("Genesis", "scratch"), nnU-Net's validation pseudo Dice per epoch
+    (None: unreadable). A label that one arm has not learnt in training (the mean of its last
+    epochs' pseudo Dice not above 0.5) gets no verdict: the difference then measures the schedule.
+    An arm that learnt a label in training but scores low on the test cases generalises worse;
+    that difference is what the comparison is for, so it keeps its verdict."""
+    from nnunet_genesis.evaluation.label_efficiency import LEARNT_DICE, LEARNT_LAST_EPOCHS
     from nnunet_genesis.evaluation.statistics import SIGNIFICANCE, seed_case_comparison
 
     def per_case(result: dict, label: str) -> dict:
@@ -51,8 +57,12 @@ def difference_lines(genesis: dict, scratch: dict) -> list[str]:
     def as_row(values: dict, cases: list[str]) -> np.ndarray:
         return np.array([[np.nan if values[c] is None else values[c] for c in cases]], dtype=float)
 
+    labels = list(genesis["summary"])
+    results = {"scratch": scratch, "Genesis": genesis}
+    trained = {arm: None if curve is None else final_pseudo_dice(curve, len(labels))
+               for arm, curve in pseudo_dice.items()}
     lines = []
-    for label in genesis["summary"]:
+    for j, label in enumerate(labels):
         g, b = per_case(genesis, label), per_case(scratch, label)
         cases = sorted(set(g) & set(b))
         cmp = seed_case_comparison(as_row(b, cases), as_row(g, cases))
@@ -62,16 +72,36 @@ def difference_lines(genesis: dict, scratch: dict) -> list[str]:
             continue
         verdict = (f"significant (p < {SIGNIFICANCE:g})" if cmp.significant else
                    f"not significant (p {'n/a' if cmp.p_value is None else f'= {cmp.p_value:.2g}'})")
-        missed = [f"{arm} {mean:.3f}" for arm, mean in (("scratch", _mean(scratch, label, "dice")),
-                                                          ("Genesis", _mean(genesis, label, "dice")))
-                  if mean is None or mean <= LEARNT_DICE]
-        if missed:
-            verdict = (f"NOT A FAIR COMPARISON: not learnt by {' and '.join(missed)} (mean Dice <= {LEARNT_DICE:g}), "
-                       f"so the difference measures the schedule, not the pretraining; lengthen the fine-tuning "
-                       f"(--finetune-epochs, --finetune-iterations)")
+        unknown = [arm for arm in results if trained.get(arm) is None]
+        missed = [f"{arm} {trained[arm][j]:.3f}" for arm in results
+                  if trained.get(arm) is not None and trained[arm][j] <= LEARNT_DICE]
+        if unknown:
+            verdict = (f"NO VERDICT: the training curve of {' and '.join(unknown)} could not be read, so it is not "
+                       f"known whether the schedule was long enough to learn the label")
+        elif missed:
+            verdict = (f"NOT A FAIR COMPARISON: not learnt in training by {' and '.join(missed)} (validation pseudo "
+                       f"Dice of the last {LEARNT_LAST_EPOCHS} epochs <= {LEARNT_DICE:g}), so the difference measures "
+                       f"the schedule, not the pretraining; lengthen the fine-tuning (--finetune-epochs, "
+                       f"--finetune-iterations)")
+        else:
+            test = {arm: _mean(result, label, "dice") for arm, result in results.items()}
+            low = [f"{arm} learnt it in training (validation pseudo Dice {trained[arm][j]:.3f}) but scores "
+                   f"{'n/a' if dice is None else f'{dice:.3f}'} on the test cases"
+                   for arm, dice in test.items() if dice is None or dice <= LEARNT_DICE]
+            if low:
+                verdict += "; " + "; ".join(low)
         lines.append(f"{name}: Dice Genesis - scratch {cmp.mean_diff:+.3f}, 95 % CI [{cmp.ci95[0]:+.3f}, "
                      f"{cmp.ci95[1]:+.3f}] over {cmp.n_cases} cases, one seed: {verdict}")
     return lines
+
+
+def training_pseudo_dice(demo: "Demo", arm: str) -> list[list[float]] | None:
+    """nnU-Net's validation pseudo Dice per epoch of one arm's training (None: unreadable)."""
+    from nnunet_genesis.demo.settings import FOLD
+    from nnunet_genesis.evaluation.training_curves import curves_for_fold
+
+    curves, _ = curves_for_fold(demo.run_folder(arm) / f"fold_{FOLD}")
+    return None if curves is None else [list(map(float, d)) for d in curves.dice_per_class]
 
 
 def restoration_summary(checkpoint: Path) -> tuple[str, bool]:
@@ -109,7 +139,8 @@ def print_summary(demo: "Demo", durations: dict[str, float], wall: float) -> Non
           f"iterations (identical schedule and seed), device {s.device}.")
     for line in summary_table(genesis, scratch):
         print("  " + line)
-    differences = difference_lines(genesis, scratch)
+    curves = {"scratch": training_pseudo_dice(demo, "scratch"), "Genesis": training_pseudo_dice(demo, "genesis")}
+    differences = difference_lines(genesis, scratch, curves)
     for line in differences:
         print("  " + line)
     print("  (one seed and one pretraining: benchmarks/transfer.py measures the spread over seeds)")
@@ -126,6 +157,8 @@ def print_summary(demo: "Demo", durations: dict[str, float], wall: float) -> Non
                        "genesis": {k: genesis[k] for k in ("summary", "foreground_mean", "n_cases")},
                        "scratch": {k: scratch[k] for k in ("summary", "foreground_mean", "n_cases")},
                        "differences": differences,
+                       "final_pseudo_dice": {arm: None if c is None else final_pseudo_dice(c, len(genesis["summary"]))
+                                             for arm, c in curves.items()},
                        "pretraining": {"summary": restoration, "beats_constant_predictor": learnt},
                        "report": str(demo.report_dir / "report.md"), "submission": str(demo.submission)},
                       demo.out / "summary.json")

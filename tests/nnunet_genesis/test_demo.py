@@ -169,10 +169,32 @@ def test_summary_states_the_difference_with_ci_and_significance():
         return {"summary": {"1": {"dice": {"mean": float(np.mean(values))}}}, "label_names": {"1": "ellipsoid"},
                 "cases": [{"case": f"c{i}", "labels": {"1": {"dice": v}}} for i, v in enumerate(values)]}
 
-    better = difference_lines(result([0.7 + 0.01 * i for i in range(8)]), result([0.6] * 8))
+    learnt = {"Genesis": [[0.0]] * 5 + [[0.7]] * 5, "scratch": [[0.2]] * 5 + [[0.6]] * 5}
+    better = difference_lines(result([0.7 + 0.01 * i for i in range(8)]), result([0.6] * 8), learnt)
     assert "+0.135" in better[0] and "95 % CI" in better[0] and "significant (p < 0.05)" in better[0]
-    same = difference_lines(result([0.6, 0.7, 0.5]), result([0.6, 0.7, 0.5]))
+    assert "test cases" not in better[0]
+    same = difference_lines(result([0.6, 0.7, 0.5]), result([0.6, 0.7, 0.5]), learnt)
     assert "not significant" in same[0]
-    # scratch never learnt the label: a large, "significant" difference that says nothing about pretraining
-    unfair = difference_lines(result([0.6 + 0.01 * i for i in range(8)]), result([0.0] * 8))
+    # scratch never learnt the label in training: a large, "significant" difference that says nothing
+    # about pretraining
+    unlearnt = {"Genesis": [[0.7]] * 10, "scratch": [[0.6]] * 5 + [[0.0]] * 5}
+    unfair = difference_lines(result([0.6 + 0.01 * i for i in range(8)]), result([0.0] * 8), unlearnt)
     assert "NOT A FAIR COMPARISON" in unfair[0] and "scratch 0.000" in unfair[0] and "significant (p" not in unfair[0]
+    assert "Genesis" not in unfair[0].split("not learnt in training by")[1].split("(")[0]
+    # scratch learnt the label in training but generalises worse: the difference keeps its verdict
+    worse = difference_lines(result([0.6 + 0.01 * i for i in range(8)]), result([0.3] * 8), learnt)
+    assert "significant (p < 0.05)" in worse[0] and "NOT A FAIR" not in worse[0]
+    assert "scratch learnt it in training (validation pseudo Dice 0.600) but scores 0.300 on the test cases" in worse[0]
+    # an unreadable training curve: no verdict rather than a guess
+    unknown = difference_lines(result([0.7] * 8), result([0.6] * 8), {"Genesis": learnt["Genesis"], "scratch": None})
+    assert "NO VERDICT" in unknown[0] and "scratch" in unknown[0] and "significant (p" not in unknown[0]
+
+
+def test_final_pseudo_dice_uses_the_last_epochs_and_refuses_mismatched_labels():
+    from nnunet_genesis.evaluation.label_efficiency import final_pseudo_dice
+
+    curve = [[0.0, 0.0]] * 10 + [[0.6, 0.2], [0.8, 0.4], [0.7, 0.3], [0.7, 0.3], [0.7, 0.3]]
+    assert final_pseudo_dice(curve, 2) == pytest.approx([0.7, 0.3])
+    assert final_pseudo_dice(curve, 3) is None  # one value per label or no answer
+    assert final_pseudo_dice([], 2) is None
+    assert final_pseudo_dice([[0.9, 0.9]], 2) == pytest.approx([0.9, 0.9])  # a run shorter than the window
