@@ -76,8 +76,8 @@ def difference_lines(genesis: dict, scratch: dict, pseudo_dice: dict[str, list[l
         missed = [f"{arm} {trained[arm][j]:.3f}" for arm in results
                   if trained.get(arm) is not None and trained[arm][j] <= LEARNT_DICE]
         if unknown:
-            verdict = (f"NO VERDICT: the training curve of {' and '.join(unknown)} could not be read, so it is not "
-                       f"known whether the schedule was long enough to learn the label")
+            verdict = (f"NO VERDICT: the training curve of {' and '.join(unknown)} could not be read or has no pseudo "
+                       f"Dice per label, so it is not known whether the schedule was long enough to learn the label")
         elif missed:
             verdict = (f"NOT A FAIR COMPARISON: not learnt in training by {' and '.join(missed)} (validation pseudo "
                        f"Dice of the last {LEARNT_LAST_EPOCHS} epochs <= {LEARNT_DICE:g}), so the difference measures "

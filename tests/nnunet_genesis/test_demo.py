@@ -108,6 +108,9 @@ def test_predictions_evaluation_report_and_zip(quick_demo):
     assert str(out / "submission.zip") in result.stdout and str(out / "report" / "report.md") in result.stdout
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["genesis"]["summary"]) == {"1", "2"}
+    # whether each arm learnt each label in training is read from its own curve (2 quick epochs)
+    assert set(summary["final_pseudo_dice"]) == {"scratch", "Genesis"}
+    assert all(len(v) == 2 and all(0 <= x <= 1 for x in v) for v in summary["final_pseudo_dice"].values())
     # what the pretraining learnt, against the constant predictor, is stated
     assert "restoration MSE on the fixed validation patches" in result.stdout
     assert isinstance(summary["pretraining"]["beats_constant_predictor"], bool)
