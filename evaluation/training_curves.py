@@ -174,3 +174,9 @@ def curves_for_fold(fold_dir: Path) -> tuple[TrainingCurves | None, str]:
         if curves:
             return curves, "; ".join(notes + [f"from {latest.name}"])
     return None, "; ".join(notes + ["no readable checkpoint or training log with epoch values"])
+
+
+def pseudo_dice_of_fold(fold_dir: Path) -> list[list[float]] | None:
+    """nnU-Net's validation pseudo Dice per epoch and label of one fold folder (None: no readable curves)."""
+    curves, _ = curves_for_fold(fold_dir)
+    return None if curves is None else [[float(v) for v in row] for row in curves.dice_per_class]

@@ -283,7 +283,7 @@ class TransferBenchmark:
         ``stop``: once set, the running command is terminated (run_logged polls once a second).
         """
         from nnunet_genesis.evaluation.evaluate import load_evaluation
-        from nnunet_genesis.evaluation.training_curves import curves_for_fold
+        from nnunet_genesis.evaluation.training_curves import pseudo_dice_of_fold
 
         name = unit_name(k, seed, arm)
         trainer, plans = self.trainer_and_plans(arm)
@@ -309,8 +309,7 @@ class TransferBenchmark:
                                                  evaluation)])
         seconds["evaluate"] = time.monotonic() - t0
         result = load_evaluation(evaluation)
-        curves, _ = curves_for_fold(self.fold_folder(arm, fold))
-        pseudo = [list(map(float, d)) for d in curves.dice_per_class] if curves is not None else []
+        pseudo = pseudo_dice_of_fold(self.fold_folder(arm, fold)) or []
         labels = [str(label) for label in result["labels"]]
         record = {
             "K": k, "seed": seed, "arm": arm, "trainer": trainer, "plans": plans, "fold": fold,

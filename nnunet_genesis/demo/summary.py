@@ -39,13 +39,13 @@ def summary_table(genesis: dict, scratch: dict) -> list[str]:
     return lines
 
 
-def difference_lines(genesis: dict, scratch: dict, pseudo_dice: dict[str, list[list[float]] | None]) -> list[str]:
+def difference_lines(genesis: dict, scratch: dict, trained: dict[str, list[float] | None]) -> list[str]:
     """Per label: Genesis - scratch Dice with its 95 % CI (bootstrap over the test cases of this
     one seed) and the Wilcoxon p, and plainly whether that is significant on this data.
 
-    ``pseudo_dice``: per arm ("Genesis", "scratch"), nnU-Net's validation pseudo Dice per epoch
-    (None: unreadable). A label that one arm has not learnt in training (the mean of its last
-    epochs' pseudo Dice not above 0.5) gets no verdict: the difference then measures the schedule.
+    ``trained``: per arm ("Genesis", "scratch"), its validation pseudo Dice per label over the last
+    epochs (``final_pseudo_dice``; None: unreadable). A label that one arm has not learnt in
+    training (that value not above 0.5) gets no verdict: the difference then measures the schedule.
     An arm that learnt a label in training but scores low on the test cases generalises worse;
     that difference is what the comparison is for, so it keeps its verdict."""
     from nnunet_genesis.evaluation.label_efficiency import LEARNT_DICE, LEARNT_LAST_EPOCHS
@@ -59,8 +59,6 @@ def difference_lines(genesis: dict, scratch: dict, pseudo_dice: dict[str, list[l
 
     labels = list(genesis["summary"])
     results = {"scratch": scratch, "Genesis": genesis}
-    trained = {arm: None if curve is None else final_pseudo_dice(curve, len(labels))
-               for arm, curve in pseudo_dice.items()}
     lines = []
     for j, label in enumerate(labels):
         g, b = per_case(genesis, label), per_case(scratch, label)
@@ -95,13 +93,14 @@ def difference_lines(genesis: dict, scratch: dict, pseudo_dice: dict[str, list[l
     return lines
 
 
-def training_pseudo_dice(demo: "Demo", arm: str) -> list[list[float]] | None:
-    """nnU-Net's validation pseudo Dice per epoch of one arm's training (None: unreadable)."""
+def final_pseudo_dice_of(demo: "Demo", arm: str, n_labels: int) -> list[float] | None:
+    """Per label, one arm's validation pseudo Dice over its last epochs (None: no readable curve
+    with one value per label)."""
     from nnunet_genesis.demo.settings import FOLD
-    from nnunet_genesis.evaluation.training_curves import curves_for_fold
+    from nnunet_genesis.evaluation.training_curves import pseudo_dice_of_fold
 
-    curves, _ = curves_for_fold(demo.run_folder(arm) / f"fold_{FOLD}")
-    return None if curves is None else [list(map(float, d)) for d in curves.dice_per_class]
+    curve = pseudo_dice_of_fold(demo.run_folder(arm) / f"fold_{FOLD}")
+    return None if curve is None else final_pseudo_dice(curve, n_labels)
 
 
 def restoration_summary(checkpoint: Path) -> tuple[str, bool]:
@@ -139,8 +138,9 @@ def print_summary(demo: "Demo", durations: dict[str, float], wall: float) -> Non
           f"iterations (identical schedule and seed), device {s.device}.")
     for line in summary_table(genesis, scratch):
         print("  " + line)
-    curves = {"scratch": training_pseudo_dice(demo, "scratch"), "Genesis": training_pseudo_dice(demo, "genesis")}
-    differences = difference_lines(genesis, scratch, curves)
+    trained = {"scratch": final_pseudo_dice_of(demo, "scratch", len(genesis["summary"])),
+               "Genesis": final_pseudo_dice_of(demo, "genesis", len(genesis["summary"]))}
+    differences = difference_lines(genesis, scratch, trained)
     for line in differences:
         print("  " + line)
     print("  (one seed and one pretraining: benchmarks/transfer.py measures the spread over seeds)")
@@ -157,8 +157,7 @@ def print_summary(demo: "Demo", durations: dict[str, float], wall: float) -> Non
                        "genesis": {k: genesis[k] for k in ("summary", "foreground_mean", "n_cases")},
                        "scratch": {k: scratch[k] for k in ("summary", "foreground_mean", "n_cases")},
                        "differences": differences,
-                       "final_pseudo_dice": {arm: None if c is None else final_pseudo_dice(c, len(genesis["summary"]))
-                                             for arm, c in curves.items()},
+                       "final_pseudo_dice": trained,
                        "pretraining": {"summary": restoration, "beats_constant_predictor": learnt},
                        "report": str(demo.report_dir / "report.md"), "submission": str(demo.submission)},
                       demo.out / "summary.json")
