@@ -67,8 +67,8 @@ class Setting:
 
 SETTINGS = {
     # 2 CPU cores: a quarter of the feature maps, patch at most 64^3, batch 2; 16 x 100 iterations,
-    # the shortest schedule in which scratch learnt both hippocampus labels (16 x 50 did not; about
-    # 3 h for K = 5, 20 x 3 seeds x 4 arms: docs/benchmark_transfer.md, "A fair schedule").
+    # the shortest schedule in which scratch learnt both hippocampus labels at K = 20 (16 x 50 and
+    # 16 x 70 did not; time per protocol: docs/benchmark_transfer.md).
     "cpu": Setting(batch_size=2, max_patch_voxels=64 ** 3, width=0.25, pretrain_minutes=10, pretrain_epochs=1000,
                    pretrain_iterations=20, finetune_epochs=16, finetune_iterations=100, warmup_epochs=1,
                    eval_cases=40, val_cases=5, test_time_mirroring=False, training_mirroring=False,
