@@ -48,7 +48,7 @@ def difference_lines(genesis: dict, scratch: dict, trained: dict[str, list[float
     training (that value not above 0.5) gets no verdict: the difference then measures the schedule.
     An arm that learnt a label in training but scores low on the test cases generalises worse;
     that difference is what the comparison is for, so it keeps its verdict."""
-    from nnunet_genesis.evaluation.label_efficiency import LEARNT_DICE, LEARNT_LAST_EPOCHS
+    from nnunet_genesis.evaluation.label_efficiency import LEARNT_DICE, LEARNT_LAST_EPOCHS, unlearnt
     from nnunet_genesis.evaluation.statistics import SIGNIFICANCE, seed_case_comparison
 
     def per_case(result: dict, label: str) -> dict:
@@ -71,12 +71,10 @@ def difference_lines(genesis: dict, scratch: dict, trained: dict[str, list[float
         verdict = (f"significant (p < {SIGNIFICANCE:g})" if cmp.significant else
                    f"not significant (p {'n/a' if cmp.p_value is None else f'= {cmp.p_value:.2g}'})")
         unknown = [arm for arm in results if trained.get(arm) is None]
-        missed = [f"{arm} {trained[arm][j]:.3f}" for arm in results
-                  if trained.get(arm) is not None and trained[arm][j] <= LEARNT_DICE]
         if unknown:
             verdict = (f"NO VERDICT: the training curve of {' and '.join(unknown)} could not be read or has no pseudo "
                        f"Dice per label, so it is not known whether the schedule was long enough to learn the label")
-        elif missed:
+        elif missed := [f"{arm} {trained[arm][j]:.3f}" for arm in unlearnt({arm: trained[arm][j] for arm in results})]:
             verdict = (f"NOT A FAIR COMPARISON: not learnt in training by {' and '.join(missed)} (validation pseudo "
                        f"Dice of the last {LEARNT_LAST_EPOCHS} epochs <= {LEARNT_DICE:g}), so the difference measures "
                        f"the schedule, not the pretraining; lengthen the fine-tuning (--finetune-epochs, "
@@ -84,8 +82,8 @@ def difference_lines(genesis: dict, scratch: dict, trained: dict[str, list[float
         else:
             test = {arm: _mean(result, label, "dice") for arm, result in results.items()}
             low = [f"{arm} learnt it in training (validation pseudo Dice {trained[arm][j]:.3f}) but scores "
-                   f"{'n/a' if dice is None else f'{dice:.3f}'} on the test cases"
-                   for arm, dice in test.items() if dice is None or dice <= LEARNT_DICE]
+                   f"{'n/a' if test[arm] is None else f'{test[arm]:.3f}'} on the test cases"
+                   for arm in unlearnt(test)]
             if low:
                 verdict += "; " + "; ".join(low)
         lines.append(f"{name}: Dice Genesis - scratch {cmp.mean_diff:+.3f}, 95 % CI [{cmp.ci95[0]:+.3f}, "
