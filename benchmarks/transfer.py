@@ -43,7 +43,7 @@ from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.evaluation.label_efficiency import BASELINE, criteria, plot, summarize, table, unfair_runs
 from nnunet_genesis.evaluation.transfer_protocol import (ARMS, CHECKPOINT_FREE_ARMS, DEFAULT_ARMS, QUICK, SETTINGS,
                                                          TransferBenchmark, import_runs, importable_runs, load_runs,
-                                                         pending_units, unit_name)
+                                                         pending_units, recorded_values, unit_name)
 from nnunet_genesis.msd_folders import check_msd_folder
 from nnunet_genesis.outputs import write_json_atomic
 from nnunet_genesis.pinned_jobs import run_pinned
@@ -100,6 +100,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--preset", choices=("mild", "paper"), help="the pretraining's corruption preset")
     p.add_argument("--training-mirroring", choices=("on", "off"),
                    help="mirroring augmentation while fine-tuning (default: the setting's; cpu: off)")
+    p.add_argument("--cpu-bf16", choices=("on", "off"),
+                   help="fine-tuning's forward pass under bfloat16 autocast on a CPU (default: the setting's; fast "
+                        "only on CPUs with bfloat16 instructions; --device cpu only)")
     p.add_argument("--import-runs", type=Path, metavar="RESULTS_JSON",
                    help=f"copy the records of {', '.join(CHECKPOINT_FREE_ARMS)} (they never read the checkpoint) from "
                         f"another run's transfer_results.json with the same settings instead of training them again "
@@ -118,6 +121,7 @@ def stored_config(path: Path) -> dict:
     values = config.get("values", {})
     if "corruption" in values and "preset" not in values:
         values["preset"] = values.pop("corruption")
+    config["values"] = recorded_values(values)
     return config
 
 
@@ -139,7 +143,9 @@ def main(argv=None) -> int:
                                        finetune_iterations=args.finetune_iterations,
                                        preset=args.preset,
                                        training_mirroring=None if args.training_mirroring is None
-                                       else args.training_mirroring == "on").items() if v is not None}
+                                       else args.training_mirroring == "on",
+                                       cpu_bf16=None if args.cpu_bf16 is None
+                                       else args.cpu_bf16 == "on").items() if v is not None}
     setting = replace(setting, **overrides)
     msd = args.msd_task.expanduser().resolve()
     ks = sorted(set(args.labelled))
@@ -155,6 +161,9 @@ def main(argv=None) -> int:
         if args.device == "cuda":
             import torch
 
+            if setting.cpu_bf16:
+                raise GenesisUserError("--cpu-bf16 on: only for --device cpu (on a GPU nnU-Net already trains "
+                                       "under float16 autocast).")
             if not torch.cuda.is_available():
                 raise GenesisUserError("--device cuda: PyTorch sees no CUDA GPU here.")
             jobs = 1

@@ -63,6 +63,7 @@ class Setting:
     test_time_mirroring: bool
     training_mirroring: bool  # ShortSchedule.training_mirroring
     preset: str  # GenesisConfig preset of the pretraining
+    cpu_bf16: bool = False  # ShortSchedule.cpu_bf16: fine-tuning's forward pass in bfloat16 on a CPU
 
 
 SETTINGS = {
@@ -81,6 +82,15 @@ SETTINGS = {
 }
 QUICK = dict(pretrain_minutes=0, pretrain_epochs=1, pretrain_iterations=3, finetune_epochs=2, finetune_iterations=3,
              warmup_epochs=1, eval_cases=4, val_cases=2)
+
+
+# Setting fields added after runs were recorded, with the value those runs trained with.
+ADDED_FIELDS = {"cpu_bf16": False}
+
+
+def recorded_values(values: dict) -> dict:
+    """A recorded run's setting values as this version names them (fields added later filled in)."""
+    return {**ADDED_FIELDS, **values}
 
 
 def draw_heldout(cases: list[str], n_eval: int, n_val: int, split_seed: int) -> tuple[list[str], list[str], list[str]]:
@@ -120,6 +130,8 @@ def importable_runs(results_file: Path, expected: dict) -> list[dict]:
     try:
         results = json.loads(results_file.read_text())
         other = {key: results[key] for key in expected}
+        if "setting_values" in other:
+            other["setting_values"] = recorded_values(other["setting_values"])
         runs = list(results["runs"])
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise GenesisUserError(f"--import-runs {results_file}: not a readable transfer_results.json ({e}).") from None
@@ -225,7 +237,8 @@ class TransferBenchmark:
         return ShortSchedule(epochs=s.finetune_epochs, iterations_per_epoch=s.finetune_iterations,
                              val_iterations_per_epoch=min(5, max(1, s.finetune_iterations // 10)),
                              warmup_epochs=s.warmup_epochs, seed=self.split_seed,
-                             test_time_mirroring=s.test_time_mirroring, training_mirroring=s.training_mirroring)
+                             test_time_mirroring=s.test_time_mirroring, training_mirroring=s.training_mirroring,
+                             cpu_bf16=s.cpu_bf16)
 
     def _preprocess(self, ctx: StepContext) -> dict:
         s = self.setting

@@ -31,6 +31,7 @@ the workers from the OS, so the patch sequences differ between runs.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from dataclasses import dataclass
@@ -71,6 +72,9 @@ class ShortSchedule:
     # labels that differ mainly by position (hippocampus anterior/posterior) must be told apart
     # by shape alone: short schedules then flip between the labels (docs/benchmark_transfer.md)
     training_mirroring: bool = True
+    # CPU only: the network's forward pass under bfloat16 autocast (nnU-Net autocasts on CUDA only);
+    # weights, gradients and the loss stay float32. Fast only on CPUs with bfloat16 instructions.
+    cpu_bf16: bool = False
 
     def __post_init__(self) -> None:
         for name in ("epochs", "iterations_per_epoch", "val_iterations_per_epoch"):
@@ -124,6 +128,9 @@ class PlansScheduleMixin:
         if self.device.type == "cpu" and channels_last_pays(self.configuration_manager.network_arch_init_kwargs):
             # the checkpoint's state dict loads into any memory layout
             self.network.to(memory_format=torch.channels_last_3d)
+        if self.device.type == "cpu" and self.short_schedule.cpu_bf16:
+            self.network.forward = bf16_forward(self.network.forward)  # the state dict is unchanged
+            self.print_to_log_file("CPU bfloat16 autocast on the forward pass (loss, weights, gradients float32)")
 
     def get_dataloaders(self):
         seed_nnunet_process(self._fold_seed(1))  # same patch sequence in every arm of a fold
@@ -151,6 +158,25 @@ def channels_last_pays(arch_kwargs: Mapping[str, Any]) -> bool:
     """
     features = arch_kwargs.get("features_per_stage") or arch_kwargs.get("n_stages_features") or []
     return bool(features) and int(features[0]) <= CHANNELS_LAST_MAX_FEATURES
+
+
+def bf16_forward(forward):
+    """``forward`` under CPU bfloat16 autocast, its floating outputs returned as float32.
+
+    Wrapping the forward (as Hugging Face Accelerate does for mixed precision) rather than the
+    whole ``train_step`` keeps nnU-Net's loss (softmax, Dice sums over every voxel) and the
+    backward pass out of autocast, and leaves ``train_step`` nnU-Net's own.
+    """
+
+    @functools.wraps(forward)
+    def run(*args, **kwargs):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            outputs = forward(*args, **kwargs)
+        if isinstance(outputs, (list, tuple)):  # deep supervision: one output per resolution
+            return type(outputs)(o.float() if torch.is_floating_point(o) else o for o in outputs)
+        return outputs.float() if torch.is_floating_point(outputs) else outputs
+
+    return run
 
 
 def use_allowed_cpus() -> None:

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -75,12 +76,13 @@ def test_pending_units_skip_finished_records(tmp_path):
 
 def test_import_runs_copies_checkpoint_free_records_of_the_same_settings_only(tmp_path):
     pool = [f"case_{i:03d}" for i in range(30)]
-    expected = {"task": "Task04_Hippocampus", "device": "cpu", "setting": "cpu", "setting_values": {"width": 0.25},
-                "split_seed": 0}
+    expected = {"task": "Task04_Hippocampus", "device": "cpu", "setting": "cpu",
+                "setting_values": {"width": 0.25, "cpu_bf16": False}, "split_seed": 0}
     runs = [dict(_record(k, s, a, {"a": 0.5}, [1, 1]), train_cases=protocol.training_cases(pool, k, s))
             for k in (5, 20) for s in (0, 1) for a in ("genesis", "scratch", "stock")]
     source = tmp_path / "old" / "transfer_results.json"
-    write_json_atomic(dict(expected, runs=runs), source)
+    # recorded before cpu_bf16 existed: read as the float32 runs they were
+    write_json_atomic(dict(expected, setting_values={"width": 0.25}, runs=runs), source)
     out = tmp_path / "new"
     write_json_atomic(_record(5, 0, "scratch", {"a": 0.9}, [1, 1]), protocol.unit_path(out, "K5_seed0_scratch"))
     units = [(k, s, a) for k in (5, 20) for s in (0,) for a in ("scratch", "headwarmup")]
@@ -92,9 +94,10 @@ def test_import_runs_copies_checkpoint_free_records_of_the_same_settings_only(tm
     assert json.loads(protocol.unit_path(out, "K5_seed0_scratch").read_text())["labels"]["1"]["dice"] == 0.9
 
     other = tmp_path / "other.json"
-    write_json_atomic(dict(expected, setting_values={"width": 0.5}, runs=runs), other)
-    with pytest.raises(GenesisUserError, match="setting_values"):
-        protocol.importable_runs(other, expected)
+    for values in ({"width": 0.5}, {"width": 0.25, "cpu_bf16": True}):
+        write_json_atomic(dict(expected, setting_values=values, runs=runs), other)
+        with pytest.raises(GenesisUserError, match="setting_values"):
+            protocol.importable_runs(other, expected)
     with pytest.raises(GenesisUserError, match="other cases"):
         protocol.import_runs(records, source, tmp_path / "b", list(reversed(pool)), units)
     assert not (tmp_path / "b" / "units").exists()  # refused before anything is written
@@ -114,6 +117,28 @@ def test_an_unreadable_import_is_refused_before_anything_runs(transfer, hippocam
         signal.signal(signal.SIGTERM, handler)
     assert rc == 2 and not out.exists()
     assert "not a readable transfer_results.json" in capsys.readouterr().err
+
+
+def test_cpu_bf16_reaches_the_schedule_and_is_refused_on_a_gpu(transfer, hippocampus_dir, tmp_path, capsys):
+    cpu = protocol.SETTINGS["cpu"]
+    for bf16 in (False, True):
+        bench = protocol.TransferBenchmark(tmp_path, hippocampus_dir, "cpu", "cpu", replace(cpu, cpu_bf16=bf16), 0, None)
+        assert bench.schedule().cpu_bf16 is bf16
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        rc = transfer.main(["--msd-task", str(hippocampus_dir), "-o", str(tmp_path / "out"), "--device", "cuda",
+                            "--cpu-bf16", "on"])
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+    assert rc == 2 and not (tmp_path / "out").exists()
+    assert "only for --device cpu" in capsys.readouterr().err
+
+
+def test_a_run_folder_recorded_before_cpu_bf16_reads_as_float32(transfer, tmp_path):
+    config = {"setting": "cpu", "values": {"width": 0.25, "corruption": "mild"}}
+    (tmp_path / "benchmark_config.json").write_text(json.dumps(config))
+    values = transfer.stored_config(tmp_path / "benchmark_config.json")["values"]
+    assert values == {"width": 0.25, "preset": "mild", "cpu_bf16": False}
 
 
 def test_summary_gives_the_paired_difference_with_ci_and_p():

@@ -56,3 +56,30 @@ def test_channels_last_only_where_it_was_measured_to_pay(env, hippocampus_plans)
         weight = trainer.network.encoder.stages[0][0].convs[1].conv.weight  # no torch.compile on a CPU
         assert weight.is_contiguous(memory_format=torch.channels_last_3d) == expected
         assert weight.is_contiguous() != expected
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_cpu_bf16_runs_the_forward_pass_in_bfloat16_and_returns_float32(env, hippocampus_plans, bf16):
+    trainer = _scratch(env, hippocampus_plans, cpu_bf16=bf16)
+    trainer.initialize()
+    keys = set(trainer.network.state_dict())
+    seen = []
+    conv = trainer.network.encoder.stages[0][0].convs[0].conv
+    conv.register_forward_hook(lambda module, args, output: seen.append(output.dtype))
+    patch = trainer.configuration_manager.patch_size
+    x = torch.randn(1, 1, *patch)
+    outputs = trainer.network(x)  # deep supervision: one output per resolution
+    assert seen == [torch.bfloat16 if bf16 else torch.float32]
+    assert all(o.dtype == torch.float32 for o in outputs)
+    sum(o.square().mean() for o in outputs).backward()
+    assert conv.weight.grad is not None and conv.weight.grad.dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in trainer.network.parameters())
+    assert set(trainer.network.state_dict()) == keys  # checkpoints load as before
+
+
+def test_bf16_forward_keeps_a_single_output_and_non_float_outputs():
+    net = torch.nn.Conv3d(1, 2, 3, padding=1)
+    wrapped = ds.bf16_forward(net.forward)
+    assert wrapped(torch.randn(1, 1, 4, 4, 4)).dtype == torch.float32
+    pair = ds.bf16_forward(lambda x: (net(x), torch.ones(2, dtype=torch.long)))(torch.randn(1, 1, 4, 4, 4))
+    assert isinstance(pair, tuple) and pair[0].dtype == torch.float32 and pair[1].dtype == torch.long
