@@ -7,8 +7,9 @@ The Task04_Hippocampus 3d_fullres network as nnU-Net 2.8 plans it (4 stages, 32.
 patch 40x56x40), at full, half and quarter width, each in the default and the channels-last
 memory format: forward, deep-supervision loss (MSE as a stand-in, same shapes) and backward with
 SGD, batch 2, measured side by side in one process (median of ``--repeat`` steps after two
-warm-up steps). ``--bf16`` adds the faster memory format under bfloat16 autocast (a cheaper
-iteration on CPUs with bfloat16 instructions; not used by any trainer).
+warm-up steps). ``--bf16`` adds the faster memory format under bfloat16 autocast, the way the
+schedule trainers run it with ``cpu_bf16`` (``benchmarks/transfer.py --cpu-bf16 on``): a cheaper
+iteration on CPUs with bfloat16 instructions.
 """
 
 from __future__ import annotations

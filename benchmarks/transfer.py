@@ -167,6 +167,12 @@ def main(argv=None) -> int:
             if not torch.cuda.is_available():
                 raise GenesisUserError("--device cuda: PyTorch sees no CUDA GPU here.")
             jobs = 1
+        elif setting.cpu_bf16 and not args.report_only:
+            from nnunet_genesis.trainers.demo_schedules import cpu_has_native_bf16
+
+            if not cpu_has_native_bf16():
+                print("transfer.py: warning: --cpu-bf16 on, but this CPU has no bfloat16 instructions (AVX512-BF16 "
+                      "or AMX): fine-tuning will be slower than in float32.", file=sys.stderr)
         suffix = "_quick" if args.quick else ""
         out = (args.output or Path(__file__).resolve().parent / "output" /
                f"transfer_{msd.name}_{setting_name}{suffix}").resolve()

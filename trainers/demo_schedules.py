@@ -130,7 +130,9 @@ class PlansScheduleMixin:
             self.network.to(memory_format=torch.channels_last_3d)
         if self.device.type == "cpu" and self.short_schedule.cpu_bf16:
             self.network.forward = bf16_forward(self.network.forward)  # the state dict is unchanged
-            self.print_to_log_file("CPU bfloat16 autocast on the forward pass (loss, weights, gradients float32)")
+            self.print_to_log_file("CPU bfloat16 autocast on the forward pass (loss, weights, gradients float32)"
+                                   + ("" if cpu_has_native_bf16() else "; this CPU has no bfloat16 instructions, "
+                                      "so this is slower than float32"))
 
     def get_dataloaders(self):
         seed_nnunet_process(self._fold_seed(1))  # same patch sequence in every arm of a fold
@@ -177,6 +179,13 @@ def bf16_forward(forward):
         return outputs.float() if torch.is_floating_point(outputs) else outputs
 
     return run
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU has bfloat16 instructions (AVX512-BF16 or AMX); without them bfloat16 is
+    emulated and autocast is slower than float32."""
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(probe() for probe in probes if probe is not None)
 
 
 def use_allowed_cpus() -> None:

@@ -134,6 +134,21 @@ def test_cpu_bf16_reaches_the_schedule_and_is_refused_on_a_gpu(transfer, hippoca
     assert "only for --device cpu" in capsys.readouterr().err
 
 
+def test_cpu_bf16_warns_on_a_cpu_without_bfloat16_instructions(transfer, hippocampus_dir, tmp_path, capsys,
+                                                                 monkeypatch):
+    from nnunet_genesis.trainers import demo_schedules
+
+    monkeypatch.setattr(demo_schedules, "cpu_has_native_bf16", lambda: False)
+    (tmp_path / "someone_elses_file").write_text("")
+    handler = signal.getsignal(signal.SIGTERM)
+    try:  # stops at the folder check, after the warning
+        rc = transfer.main(["--msd-task", str(hippocampus_dir), "-o", str(tmp_path), "--cpu-bf16", "on"])
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+    err = capsys.readouterr().err
+    assert rc == 2 and "no bfloat16 instructions" in err and "not a benchmark folder" in err
+
+
 def test_a_run_folder_recorded_before_cpu_bf16_reads_as_float32(transfer, tmp_path):
     config = {"setting": "cpu", "values": {"width": 0.25, "corruption": "mild"}}
     (tmp_path / "benchmark_config.json").write_text(json.dumps(config))

@@ -1,8 +1,9 @@
-"""The plans' short schedule: mirroring augmentation and the CPU memory layout it chooses."""
+"""The plans' short schedule: mirroring augmentation, the CPU memory layout and CPU bfloat16."""
 
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -83,3 +84,11 @@ def test_bf16_forward_keeps_a_single_output_and_non_float_outputs():
     assert wrapped(torch.randn(1, 1, 4, 4, 4)).dtype == torch.float32
     pair = ds.bf16_forward(lambda x: (net(x), torch.ones(2, dtype=torch.long)))(torch.randn(1, 1, 4, 4, 4))
     assert isinstance(pair, tuple) and pair[0].dtype == torch.float32 and pair[1].dtype == torch.long
+
+
+def test_native_bf16_detection_agrees_with_the_cpu_flags():
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        pytest.skip("no /proc/cpuinfo to compare with (not Linux)")
+    flags = set(cpuinfo.read_text().split())
+    assert ds.cpu_has_native_bf16() == bool({"avx512_bf16", "amx_bf16", "amx_tile"} & flags)
