@@ -180,10 +180,15 @@ def main(argv=None) -> int:
         config = {"msd_task": str(msd), "device": args.device, "setting": setting_name, "values": asdict(setting),
                   "split_seed": args.split_seed, "max_cases": args.max_cases}
         config_file = out / CONFIG_FILE
-        if config_file.is_file() and stored_config(config_file) != config:
-            raise GenesisUserError(f"{out} holds a benchmark run with other settings ({config_file}); choose "
-                                   f"another -o folder or delete that one. (--labelled, --seeds and --arms may "
-                                   f"change between runs of one folder.)")
+        stored = stored_config(config_file) if config_file.is_file() else config
+        if stored != config:
+            differing = sorted({k for k in config if k != "values" and stored.get(k) != config[k]} |
+                               {k for k in config["values"] if stored.get("values", {}).get(k) != config["values"][k]})
+            raise GenesisUserError(f"{out} holds a benchmark run with other settings ({config_file}: "
+                                   f"{', '.join(differing)} differ); choose another -o folder or delete that one, or "
+                                   f"repeat that run's options (e.g. --cpu-bf16 off for runs recorded before the "
+                                   f"CPU setting used bfloat16). (--labelled, --seeds and --arms may change between "
+                                   f"runs of one folder.)")
         if out.is_dir() and any(out.iterdir()) and not config_file.is_file():
             raise GenesisUserError(f"{out} is not empty and is not a benchmark folder; choose another -o.")
         bench = TransferBenchmark(out, msd, args.device, setting_name, setting, args.split_seed, args.max_cases, jobs)

@@ -156,6 +156,28 @@ def test_a_run_folder_recorded_before_cpu_bf16_reads_as_float32(transfer, tmp_pa
     assert values == {"width": 0.25, "preset": "mild", "cpu_bf16": False}
 
 
+def test_a_folder_of_another_setting_is_refused_naming_what_differs(transfer, hippocampus_dir, tmp_path, capsys):
+    from dataclasses import asdict
+
+    values = asdict(protocol.SETTINGS["cpu"])
+    del values["cpu_bf16"]  # a float32 run recorded before the field existed
+    config = {"msd_task": str(Path(hippocampus_dir).resolve()), "device": "cpu", "setting": "cpu", "values": values,
+              "split_seed": 0, "max_cases": None}
+    (tmp_path / "benchmark_config.json").write_text(json.dumps(config))
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        rc = transfer.main(["--msd-task", str(hippocampus_dir), "-o", str(tmp_path), "--report-only"])
+        err = capsys.readouterr().err
+        assert rc == 2 and "cpu_bf16 differ" in err and "--cpu-bf16 off" in err
+        rc = transfer.main(["--msd-task", str(hippocampus_dir), "-o", str(tmp_path), "--report-only",
+                            "--cpu-bf16", "off"])  # the same settings: accepted, nothing prepared there yet
+        err = capsys.readouterr().err
+        assert rc == 2 and "holds no prepared benchmark" in err
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["benchmark_config.json"]
+
+
 def test_summary_gives_the_paired_difference_with_ci_and_p():
     rng = np.random.default_rng(0)
     cases = [f"c{i}" for i in range(30)]
