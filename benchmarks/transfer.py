@@ -182,8 +182,9 @@ def main(argv=None) -> int:
         config_file = out / CONFIG_FILE
         stored = stored_config(config_file) if config_file.is_file() else config
         if stored != config:
-            differing = sorted({k for k in config if k != "values" and stored.get(k) != config[k]} |
-                               {k for k in config["values"] if stored.get("values", {}).get(k) != config["values"][k]})
+            values = stored.get("values") or {}
+            differing = sorted({k for k in {*config, *stored} - {"values"} if stored.get(k) != config.get(k)} |
+                               {k for k in {*config["values"], *values} if values.get(k) != config["values"].get(k)})
             raise GenesisUserError(f"{out} holds a benchmark run with other settings ({config_file}: "
                                    f"{', '.join(differing)} differ); choose another -o folder or delete that one, or "
                                    f"repeat that run's options (e.g. --cpu-bf16 off for runs recorded before the "

@@ -91,4 +91,8 @@ def test_native_bf16_detection_agrees_with_the_cpu_flags():
     if not cpuinfo.is_file():
         pytest.skip("no /proc/cpuinfo to compare with (not Linux)")
     flags = set(cpuinfo.read_text().split())
-    assert ds.cpu_has_native_bf16() == bool({"avx512_bf16", "amx_bf16", "amx_tile"} & flags)
+    if "avx512_bf16" in flags:
+        assert ds.cpu_has_native_bf16()
+    elif not {"amx_bf16", "amx_tile"} & flags:
+        assert not ds.cpu_has_native_bf16()
+    # AMX alone: usable only where the kernel grants it to the process, so either answer can be right
