@@ -42,8 +42,9 @@ from pathlib import Path
 from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.evaluation.label_efficiency import BASELINE, criteria, plot, summarize, table, unfair_runs
 from nnunet_genesis.evaluation.transfer_protocol import (ARMS, CHECKPOINT_FREE_ARMS, DEFAULT_ARMS, QUICK, SETTINGS,
-                                                         TransferBenchmark, import_runs, importable_runs, load_runs,
-                                                         pending_units, recorded_values, unit_name)
+                                                         TransferBenchmark, differing_keys, import_runs,
+                                                         importable_runs, load_runs, pending_units, recorded_values,
+                                                         unit_name)
 from nnunet_genesis.msd_folders import check_msd_folder
 from nnunet_genesis.outputs import write_json_atomic
 from nnunet_genesis.pinned_jobs import run_pinned
@@ -182,9 +183,7 @@ def main(argv=None) -> int:
         config_file = out / CONFIG_FILE
         stored = stored_config(config_file) if config_file.is_file() else config
         if stored != config:
-            values = stored.get("values") or {}
-            differing = sorted({k for k in {*config, *stored} - {"values"} if stored.get(k) != config.get(k)} |
-                               {k for k in {*config["values"], *values} if values.get(k) != config["values"].get(k)})
+            differing = [key.removeprefix("values.") for key in differing_keys(stored, config)]
             raise GenesisUserError(f"{out} holds a benchmark run with other settings ({config_file}: "
                                    f"{', '.join(differing)} differ); choose another -o folder or delete that one, or "
                                    f"repeat that run's options (e.g. --cpu-bf16 off for runs recorded before the "

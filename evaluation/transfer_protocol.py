@@ -94,6 +94,18 @@ def recorded_values(values: dict) -> dict:
     return {**ADDED_FIELDS, **values}
 
 
+def differing_keys(recorded: dict, expected: dict) -> list[str]:
+    """The keys whose values differ between two run descriptions, nested dicts named ``outer.inner``."""
+    keys = []
+    for key in sorted({*recorded, *expected}):
+        a, b = recorded.get(key), expected.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += [f"{key}.{inner}" for inner in differing_keys(a, b)]
+        elif a != b:
+            keys.append(key)
+    return keys
+
+
 def draw_heldout(cases: list[str], n_eval: int, n_val: int, split_seed: int) -> tuple[list[str], list[str], list[str]]:
     """Seeded (evaluation, validation, training pool); the pool keeps the drawn order."""
     if len(cases) < n_eval + n_val + 1:
@@ -136,7 +148,7 @@ def importable_runs(results_file: Path, expected: dict) -> list[dict]:
         runs = list(results["runs"])
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise GenesisUserError(f"--import-runs {results_file}: not a readable transfer_results.json ({e}).") from None
-    differing = sorted(key for key in expected if other[key] != expected[key])
+    differing = differing_keys(other, expected)
     if differing:
         raise GenesisUserError(f"--import-runs {results_file}: that run had other settings ({', '.join(differing)}); "
                                f"only records of the same task, device, setting values and split seed can be "
