@@ -117,12 +117,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def stored_config(path: Path) -> dict:
-    """A run folder's settings; folders written before the preset field was renamed read as now."""
+    """A run folder's settings, as this version names them (``recorded_values``)."""
     config = json.loads(path.read_text())
-    values = config.get("values", {})
-    if "corruption" in values and "preset" not in values:
-        values["preset"] = values.pop("corruption")
-    config["values"] = recorded_values(values)
+    config["values"] = recorded_values(config.get("values", {}))
     return config
 
 

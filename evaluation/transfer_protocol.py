@@ -87,11 +87,16 @@ QUICK = dict(pretrain_minutes=0, pretrain_epochs=1, pretrain_iterations=3, finet
 
 # Setting fields added after runs were recorded, with the value those runs trained with.
 ADDED_FIELDS = {"cpu_bf16": False}
+# Setting fields renamed after runs were recorded: old name -> name now.
+RENAMED_FIELDS = {"corruption": "preset"}
 
 
 def recorded_values(values: dict) -> dict:
-    """A recorded run's setting values as this version names them (fields added later filled in)."""
-    return {**ADDED_FIELDS, **values}
+    """A recorded run's setting values as this version names them (fields renamed since under their
+    new name, fields added later filled in), so old run folders and results compare with new ones."""
+    renamed = {RENAMED_FIELDS.get(key, key): value for key, value in values.items()
+               if not (key in RENAMED_FIELDS and RENAMED_FIELDS[key] in values)}
+    return {**ADDED_FIELDS, **renamed}
 
 
 def differing_keys(recorded: dict, expected: dict) -> list[str]:

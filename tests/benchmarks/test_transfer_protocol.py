@@ -106,6 +106,19 @@ def test_import_runs_copies_checkpoint_free_records_of_the_same_settings_only(tm
         protocol.importable_runs(tmp_path / "broken.json", expected)
 
 
+def test_results_recorded_before_the_preset_rename_import_under_the_new_name(tmp_path):
+    expected = {"task": "T", "device": "cpu", "setting": "cpu",
+                "setting_values": {"width": 0.25, "preset": "mild", "cpu_bf16": False}, "split_seed": 0}
+    source = tmp_path / "transfer_results.json"
+    for old, accepted in (({"width": 0.25, "corruption": "mild"}, True), ({"width": 0.25, "corruption": "paper"}, False)):
+        write_json_atomic(dict(expected, setting_values=old, runs=[]), source)
+        if accepted:
+            assert protocol.importable_runs(source, expected) == []
+        else:
+            with pytest.raises(GenesisUserError, match="setting_values.preset"):
+                protocol.importable_runs(source, expected)
+
+
 def test_an_unreadable_import_is_refused_before_anything_runs(transfer, hippocampus_dir, tmp_path, capsys):
     (tmp_path / "results.json").write_text('{"task": "Task04_Hippocampus"}')
     out = tmp_path / "out"
