@@ -17,11 +17,10 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from nnunet_genesis.network import build_network, universal_genesis_arch
 
 
 def _network(width: float):
-    from nnunet_genesis.network import build_network, universal_genesis_arch
-
     meta = universal_genesis_arch(1, 3)
     meta["network_kwargs"].update(
         n_stages=4, features_per_stage=[max(8, int(round(f * width))) for f in (32, 64, 128, 256)],

@@ -17,6 +17,7 @@ import os
 import statistics
 import time
 from pathlib import Path
+from nnunet_genesis.volumes import read_volume
 
 
 def _plain(path: Path):
@@ -32,8 +33,6 @@ def _plain(path: Path):
 
 
 def _verified(path: Path):
-    from nnunet_genesis.volumes import read_volume
-
     return read_volume(path)[0]
 
 

@@ -20,13 +20,12 @@
    arm against scratch with mean difference, 95 % bootstrap CI over seeds x cases and the
    Wilcoxon p), ``transfer_dice_vs_k.png`` and a console table.
 
-Arms (``--arms``): ``genesis`` (the default fine-tuning start of ``nnUNetTrainerGenesis``),
-``encoder``, ``scratch`` (random init, same warm-up schedule), ``stock`` (plain nnU-Net schedule),
-and the ablation starts ``aspretrained``, ``resetdecodernorm``, ``resetlastnorm``, ``resetallnorm``, ``reinitlast``,
-``headwarmup``, ``lowlr``, ``nnunetrecipe`` (see docs/benchmark_transfer.md).
+Arms (``--arms``): every fine-tuning start of the registry (``genesis``, the default start of
+``nnUNetTrainerGenesis``, ``encoder`` and the ablation starts: docs/trainers.md), ``scratch``
+(random init, the same warm-up schedule) and ``stock`` (plain nnU-Net schedule).
 
-The protocol itself (settings, arms, draws, steps, units) is ``nnunet_genesis.evaluation.
-transfer_protocol``; its statistics are ``nnunet_genesis.evaluation.label_efficiency``.
+The protocol itself (settings, arms, draws, steps, units) is ``transfer_protocol.py`` beside this
+script; its statistics are ``nnunet_genesis.evaluation.label_efficiency``.
 """
 
 from __future__ import annotations
@@ -41,14 +40,15 @@ from pathlib import Path
 
 from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.evaluation.label_efficiency import BASELINE, criteria, plot, summarize, table, unfair_runs
-from nnunet_genesis.evaluation.transfer_protocol import (ARMS, CHECKPOINT_FREE_ARMS, DEFAULT_ARMS, QUICK, SETTINGS,
+from transfer_protocol import (ARMS, CHECKPOINT_FREE_ARMS, DEFAULT_ARMS, QUICK, SETTINGS,
                                                          TransferBenchmark, differing_keys, import_runs,
                                                          importable_runs, load_runs, pending_units, recorded_values,
                                                          unit_name)
-from nnunet_genesis.msd_folders import check_msd_folder
+from nnunet_genesis.workflows.msd_folders import check_msd_folder
 from nnunet_genesis.outputs import write_json_atomic
 from nnunet_genesis.pinned_jobs import run_pinned
-from nnunet_genesis.pipeline import format_seconds, run_steps
+from nnunet_genesis.workflows.pipeline import format_seconds, run_steps
+from nnunet_genesis.cpu_speed import cpu_has_native_bf16
 
 CONFIG_FILE = "benchmark_config.json"
 RESULTS_FILE = "transfer_results.json"
@@ -166,7 +166,6 @@ def main(argv=None) -> int:
                 raise GenesisUserError("--device cuda: PyTorch sees no CUDA GPU here.")
             jobs = 1
         elif setting.cpu_bf16 and not args.report_only:
-            from nnunet_genesis.trainers.demo_schedules import cpu_has_native_bf16
 
             if not cpu_has_native_bf16():
                 print("transfer.py: warning: --cpu-bf16 on, but this CPU has no bfloat16 instructions (AVX512-BF16 "

@@ -22,6 +22,7 @@ is kept here only as the yardstick.
 from __future__ import annotations
 
 import os
+from nnunet_genesis.volumes import read_volume
 
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
              "VECLIB_MAXIMUM_THREADS"):
@@ -142,8 +143,6 @@ def test_volume(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
 
 
 def load_crop(path: str, shape: tuple[int, int, int]) -> np.ndarray:
-    from nnunet_genesis.volumes import read_volume
-
     arr, _ = read_volume(path)
     arr = arr[0]
     short = [max(0, s - a) for a, s in zip(arr.shape, shape)]

@@ -15,6 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from nnunet_genesis.outputs import new_figure, save_figure
+from nnunet_genesis.evaluation.statistics import bootstrap_mean_ci, seed_case_comparison
 
 BASELINE = "scratch"
 LEARNT_DICE = 0.5  # an arm has learnt a label when its mean Dice is above this
@@ -81,7 +82,6 @@ def _matrix(runs: list[dict], metric: str, label: str, seeds: list[int], cases: 
 def summarize(runs: list[dict], baseline: str = BASELINE, n_boot: int = 10_000, arm_order: Sequence[str] = ()) -> dict:
     """Per K, label and arm: the arm's mean (and seed spread) and, against the baseline over the
     seeds both have, the mean difference, its 95 % CI (bootstrap over seeds x cases) and Wilcoxon p."""
-    from nnunet_genesis.evaluation.statistics import bootstrap_mean_ci, seed_case_comparison
 
     summary: dict = {}
     for k in sorted({r["K"] for r in runs}):

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from nnunet_genesis.errors import GenesisUserError
+from nnunet_genesis.checkpoint import safe_torch_load
 
 # nnU-Net's moving average of the pseudo Dice (nnunetv2.training.logging.nnunet_logger).
 _EMA_KEEP = 0.9
@@ -72,7 +73,6 @@ def curves_from_checkpoint(path: Path) -> TrainingCurves | None:
 
     Returns None when the file cannot be loaded safely or has no usable logging entry.
     """
-    from nnunet_genesis.checkpoint import safe_torch_load
 
     try:
         checkpoint = safe_torch_load(path, "nnU-Net checkpoint", mmap=True)  # only 'logging' is read

@@ -28,6 +28,7 @@ import torch
 
 from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.outputs import written_then_renamed
+from nnunet_genesis import __version__
 
 FORMAT_VERSION = 1
 _NUMERIC_KINDS = "biufc"
@@ -225,8 +226,6 @@ def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 def package_versions() -> dict[str, str]:
     """Versions recorded in every checkpoint's metadata."""
     from importlib.metadata import PackageNotFoundError, version
-
-    from nnunet_genesis import __version__
 
     # str(): torch.__version__ is a TorchVersion, which weights_only=True refuses to unpickle
     out = {"nnunet_genesis": __version__, "torch": str(torch.__version__)}

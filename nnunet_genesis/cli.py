@@ -25,8 +25,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("nnunet_genesis.evaluation.evaluate", "Dice and NSD of predictions against references"),
     "compare": ("nnunet_genesis.evaluation.compare", "Genesis-vs-scratch report from results or evaluations"),
     "package-msd": ("nnunet_genesis.evaluation.package_msd", "build a Decathlon submission zip"),
-    "demo": ("nnunet_genesis.demo", "run the whole pipeline end to end on a small dataset"),
-    "recipe": ("nnunet_genesis.recipe.cli", "the Decathlon recipe (train all, select, predict, package) from a checkpoint"),
+    "demo": ("nnunet_genesis.workflows.demo", "run the whole pipeline end to end on a small dataset"),
+    "recipe": ("nnunet_genesis.workflows.recipe.cli", "the Decathlon recipe (train all, select, predict, package) from a checkpoint"),
     "env": ("nnunet_genesis.environment", "print the environment lines nnU-Net needs to find the trainers"),
 }
 

@@ -10,6 +10,7 @@ plus comment lines on the state of ``nnUNet_raw``, ``nnUNet_preprocessed`` and
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shlex
 from pathlib import Path
@@ -23,11 +24,18 @@ NNUNET_FOLDERS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 SHELLS = ("sh", "fish", "powershell", "cmd")
 
 
-def ext_trainer_dir() -> Path:
-    """Folder of the installed package that ``nnUNet_extTrainer`` must list."""
-    import nnunet_genesis.trainers.ext as ext
+EXT_TRAINER_PACKAGE = "nnunet_genesis.trainers.ext"
 
-    return Path(list(ext.__path__)[0]).resolve()
+
+def ext_trainer_dir() -> Path:
+    """Folder of the installed package that ``nnUNet_extTrainer`` must list.
+
+    Located with ``find_spec``, not imported: the trainer modules sit in a layer above this one
+    (docs/architecture.md) and only nnU-Net imports them, from this folder."""
+    spec = importlib.util.find_spec(EXT_TRAINER_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise GenesisUserError(f"The package {EXT_TRAINER_PACKAGE} is not installed; reinstall nnunet-genesis.")
+    return Path(list(spec.submodule_search_locations)[0]).resolve()
 
 
 def ext_trainer_value(current: str | None = None) -> str:

@@ -53,6 +53,14 @@ def written_then_renamed(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def remove_stale_temps(*folders: Path) -> None:
+    """Temp files a kill left in ``folders`` while a file was written (``.NAME.*.tmp``, ``NAME.pth.tmp``)."""
+    for folder in folders:
+        if folder.is_dir():
+            for stale in [*folder.glob(".*.tmp"), *folder.glob("*.pth.tmp")]:
+                stale.unlink(missing_ok=True)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` via a temp file and rename: readers never see half a file."""
     with written_then_renamed(path) as tmp, open(tmp, "wb") as f:

@@ -16,6 +16,8 @@ import numpy as np
 
 from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.outputs import check_output_file, new_figure, save_figure
+from nnunet_genesis.volumes import read_volume
+from nnunet_genesis.transforms import GenesisConfig, corrupt
 
 # (row title, GenesisConfig overrides): each corruption alone (probability 1), then all.
 _NONE = dict(flip_rate=0.0, local_rate=0.0, nonlinear_rate=0.0, paint_rate=0.0)
@@ -44,8 +46,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_channels(paths: list[str]) -> tuple[np.ndarray, tuple[float, ...]]:
-    from nnunet_genesis.volumes import read_volume
-
     arrays, spacing = [], None
     for p in paths:
         arr, sp = read_volume(p)
@@ -79,7 +79,6 @@ def display_window(volume: np.ndarray) -> tuple[float, float]:
 
 def render(image: np.ndarray, spacing: tuple[float, ...], channel: int, seed: int, output: Path, title: str) -> None:
     """Corrupt ``image`` (C, X, Y, Z) once per version and write the PNG grid atomically."""
-    from nnunet_genesis.transforms import GenesisConfig, corrupt
 
     rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(len(VERSIONS))]
     shown = image[channel]

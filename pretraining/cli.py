@@ -14,9 +14,15 @@ import shutil
 from pathlib import Path
 
 from nnunet_genesis.errors import GenesisUserError
-from nnunet_genesis.outputs import atomic_write_text, check_output_dir, check_output_file, write_json_atomic
+from nnunet_genesis.outputs import (atomic_write_text, check_output_dir, check_output_file, remove_stale_temps,
+                                    write_json_atomic)
 from nnunet_genesis.transforms import GenesisConfig
 from nnunet_genesis.transforms.config import PRESETS
+from nnunet_genesis.pretraining.options import PLANS_KEY, PretrainOptions
+from nnunet_genesis.pretraining.plans import DEFAULT_UNIVERSAL_BATCH, DEFAULT_UNIVERSAL_PATCH, DEFAULT_UNIVERSAL_SPACING
+from nnunet_genesis.pretraining.folders import NnunetFolders, nnunet_environment
+from nnunet_genesis.pretraining.sources import resolve_raw_dataset
+from nnunet_genesis.checkpoint import load_checkpoint
 
 BUDGET_ITERATIONS = 25  # --iters-per-epoch default with --time-budget: epochs of a minute or two on a CPU
 BUDGET_MAX_EPOCHS = 1000  # --epochs default with --time-budget: an upper bound only
@@ -29,10 +35,6 @@ GENESIS_OPTION_FIELDS = tuple(f.name for f in dataclasses.fields(GenesisConfig)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from nnunet_genesis.pretraining.options import PretrainOptions
-    from nnunet_genesis.pretraining.plans import (DEFAULT_UNIVERSAL_BATCH, DEFAULT_UNIVERSAL_PATCH,
-                                                  DEFAULT_UNIVERSAL_SPACING)
-
     defaults = PretrainOptions()
     src = parser.add_argument_group("sources (at least one of -i / -d)")
     src.add_argument("-i", "--input", dest="inputs", type=Path, nargs="+", action="extend", default=[],
@@ -190,25 +192,15 @@ def removed_on_failure(out: Path):
         raise
 
 
-def _remove_stale_temps(*folders: Path) -> None:
-    """Temp files a kill left while a checkpoint was written (``.NAME.*.tmp``, ``NAME.tmp``)."""
-    for folder in folders:
-        if folder.is_dir():
-            for stale in [*folder.glob(".*.tmp"), *folder.glob("*.pth.tmp")]:
-                stale.unlink(missing_ok=True)
-
-
 def _positive(name: str, value) -> None:
     if value is not None and value < 1:
         raise GenesisUserError(f"{name} {value}: must be at least 1.")
 
 
 def run(args) -> int:
-    from nnunet_genesis.pretraining.launch import STATE_FILE, RunState, train
-    from nnunet_genesis.pretraining.options import PLANS_KEY, PretrainOptions
-    from nnunet_genesis.pretraining.folders import NnunetFolders, nnunet_environment
+    # lazy: these bring nnU-Net's trainer and planners (5 s of imports); `pretrain --help` needs neither
+    from nnunet_genesis.pretraining.launch import STATE_FILE, RunState, slurm_script, train
     from nnunet_genesis.pretraining.prepare import PrepareRequest, prepare_run
-    from nnunet_genesis.pretraining.sources import resolve_raw_dataset
 
     for name in ("--iters-per-epoch", "--val-patches", "--png-every", "--save-every", "--batch-size", "--epochs"):
         _positive(name, getattr(args, name[2:].replace("-", "_")))
@@ -243,7 +235,7 @@ def run(args) -> int:
         if args.inputs or args.datasets or args.plans_from:
             print(f"--resume: continuing the run recorded in {state_file}; the given sources/plans are not re-read.")
         state = RunState.load(out)
-        _remove_stale_temps(out, state.output_folder())
+        remove_stale_temps(out, state.output_folder())
         # corrections that are safe mid-run: a longer or shorter schedule, another batch size
         if args.epochs is not None or args.batch_size is not None:
             plans_file = state.nnunet_folders.preprocessed / state.dataset_name / f"{state.plans_identifier}.json"
@@ -284,7 +276,6 @@ def run(args) -> int:
                 state = prepare_run(request, folders)
             _check_batch(state, world, who)
     if slurm is not None:
-        from nnunet_genesis.pretraining.launch import slurm_script
 
         script = args.slurm.resolve()
         atomic_write_text(script, slurm_script(state, out, slurm[0], slurm[1], args.device or "cuda",
@@ -317,7 +308,6 @@ LEARNT_MARGIN = 0.2
 def restoration_warning(checkpoint_path: Path) -> str | None:
     """A warning when the final validation MSE did not beat the trivial predictors recorded in
     the checkpoint (the per-patch mean and the corrupted input) by ``LEARNT_MARGIN``."""
-    from nnunet_genesis.checkpoint import load_checkpoint
 
     meta = load_checkpoint(checkpoint_path).metadata
     final, baselines = meta.get("final_val_loss"), meta.get("val_baselines") or {}

@@ -28,8 +28,9 @@ from typing import Sequence
 import torch
 
 from nnunet_genesis.errors import GenesisUserError
-from nnunet_genesis.outputs import write_json_atomic
+from nnunet_genesis.outputs import remove_stale_temps, write_json_atomic
 from nnunet_genesis.pretraining.folders import NnunetFolders, nnunet_environment
+from nnunet_genesis.pretraining.trainer import nnUNetTrainerGenesisPretrain
 
 STATE_FILE = "pretrain_state.json"
 
@@ -79,8 +80,6 @@ class RunState:
     def output_folder(self) -> Path:
         from nnunetv2.utilities.file_path_utilities import convert_trainer_plans_config_to_identifier
 
-        from nnunet_genesis.pretraining.trainer import nnUNetTrainerGenesisPretrain
-
         # nnU-Net's get_output_folder reads this process's nnUNet_results; the run's own may differ
         identifier = convert_trainer_plans_config_to_identifier(nnUNetTrainerGenesisPretrain.__name__,
                                                                 self.plans_identifier, self.configuration)
@@ -90,8 +89,6 @@ class RunState:
 def build_trainer(state: RunState, device: torch.device, resume: bool):
     """The trainer as ``nnUNetv2_train`` builds it (call with the nnU-Net folders set)."""
     from batchgenerators.utilities.file_and_folder_operations import load_json
-
-    from nnunet_genesis.pretraining.trainer import nnUNetTrainerGenesisPretrain
 
     base = state.nnunet_folders.preprocessed / state.dataset_name
     plans = load_json(str(base / f"{state.plans_identifier}.json"))
@@ -285,9 +282,7 @@ def _launch(args: argparse.Namespace) -> int:
             device = torch.device("cpu")
         _check_launchers(state, out, args.resume)
         if args.resume and dist.get_rank() == 0:
-            from nnunet_genesis.pretraining.cli import _remove_stale_temps
-
-            _remove_stale_temps(out, state.output_folder())
+            remove_stale_temps(out, state.output_folder())
         extra = {"nnUNet_n_proc_DA": str(args.workers)} if args.workers is not None else {}
         with nnunet_environment(state.nnunet_folders, extra):
             try:

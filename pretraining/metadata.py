@@ -17,6 +17,7 @@ from typing import Any, Mapping, Sequence
 
 from nnunet_genesis.checkpoint import package_versions
 from nnunet_genesis.pretraining.plans import UNIVERSAL_PLANS
+from nnunet_genesis.pretraining.raw_dataset import SOURCES_FILE
 
 
 def _plain(value: Any) -> Any:
@@ -26,7 +27,6 @@ def _plain(value: Any) -> Any:
 
 def read_sources(preprocessed_base: Path, identifiers: Sequence[str]) -> dict[str, Any]:
     """The sources record written by ``nnunet-genesis pretrain``, or one built from the case ids."""
-    from nnunet_genesis.pretraining.raw_dataset import SOURCES_FILE
 
     f = Path(preprocessed_base) / SOURCES_FILE
     if f.is_file():

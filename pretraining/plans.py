@@ -27,6 +27,7 @@ import numpy as np
 
 from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.network import total_strides, universal_genesis_arch
+from nnunet_genesis.splits import seeded_chunks, write_splits
 
 CONFIGURATION = "3d_fullres"
 UNIVERSAL_PLANS = "genesisUniversalPlans"
@@ -201,7 +202,6 @@ def write_split(preprocessed_dataset: Path, identifiers: list[str], val_fraction
     The validation cases provide the fixed validation patches; with a single volume it is
     used for both.
     """
-    from nnunet_genesis.splits import seeded_chunks, write_splits
 
     ids = sorted(identifiers)
     if len(ids) < 2:

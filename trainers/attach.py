@@ -23,6 +23,7 @@ from nnunet_genesis.checkpoint import GenesisCheckpoint, load_checkpoint, sha256
 from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.outputs import atomic_write_text
 from nnunet_genesis.trainers.plans_block import PLANS_KEY
+from nnunet_genesis.weight_transfer import cascade_image_channels, transfer_weights
 
 DEFAULT_SOURCE_PLANS = "nnUNetPlans"
 DEFAULT_VARIANT = "nnUNetPlans_genesis"
@@ -71,8 +72,6 @@ def dry_run_transfer(plans: Mapping[str, Any], dataset_json: Mapping[str, Any], 
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
-    from nnunet_genesis.weight_transfer import cascade_image_channels, transfer_weights
 
     manager = PlansManager(copy.deepcopy(dict(plans)))
     label_manager = manager.get_label_manager(dict(dataset_json))

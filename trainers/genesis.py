@@ -32,8 +32,11 @@ from nnunet_genesis.checkpoint import load_checkpoint, safe_torch_load
 from nnunet_genesis.network import unwrap_network
 from nnunet_genesis.errors import GenesisUserError, read_trainer_block, refuse_training
 
+from nnunet_genesis.trainers.freezing import ParameterFreezer
 from nnunet_genesis.trainers.plans_block import GenesisPlansBlock
 from nnunet_genesis.trainers.schedules import WarmupPolyLRScheduler
+from nnunet_genesis.trainers.starts import DEFAULT_START, Start
+from nnunet_genesis.weight_transfer import cascade_image_channels, transfer_weights
 
 TRANSFER_REPORT_NAME = "genesis_transfer_report.json"
 
@@ -74,6 +77,30 @@ def adapt_start(network: torch.nn.Module, reset_norm_affine: str, reinit_last_de
             stage.apply(init)
             notes.append("start: last decoder stage re-initialised (random, as the architecture initialises)")
     return notes
+
+
+def head_parameter_ids(network: torch.nn.Module) -> set[int]:
+    """ids of the segmentation head's parameters (never transferred)."""
+    return {id(p) for p in network.decoder.seg_layers.parameters()}
+
+
+def frozen_parameters(network: torch.nn.Module, part: str) -> list[torch.nn.Parameter]:
+    """The parameters a start freezes at first: the encoder's, or all but the head's ("body")."""
+    if part == "encoder":
+        return list(network.encoder.parameters())
+    head = head_parameter_ids(network)
+    return [p for p in network.parameters() if id(p) not in head]
+
+
+def split_head_learning_rate(optimizer: torch.optim.Optimizer, network: torch.nn.Module, scale: float) -> None:
+    """Two parameter groups: the head at the schedule's rate, the transferred layers at ``scale`` times it
+    (``lr_scale``, which ``WarmupPolyLRScheduler`` applies)."""
+    head = head_parameter_ids(network)
+    options = {k: v for k, v in optimizer.param_groups[0].items() if k != "params"}
+    optimizer.param_groups.clear()
+    optimizer.add_param_group({**options, "params": [p for p in network.parameters() if id(p) in head]})
+    optimizer.add_param_group({**options, "params": [p for p in network.parameters() if id(p) not in head],
+                               "lr_scale": scale})
 
 
 def _weight_fingerprint(network: torch.nn.Module) -> torch.Tensor:
@@ -135,30 +162,36 @@ class nnUNetTrainerWarmupPoly(nnUNetTrainerSafeLoading):
 
 
 class nnUNetTrainerGenesis(nnUNetTrainerWarmupPoly):
-    """Fine-tunes every transferred layer from the Genesis checkpoint named in the plans.
+    """Fine-tunes from the Genesis checkpoint named in the plans, as its ``start`` says.
 
-    The start (which weights are kept, which are reset) is set by the class attributes below;
-    each variant in ``starts.py`` changes one of them. The default is the papers' start: encoder,
-    stem and decoder as restoration left them, only the segmentation head random. How it
-    compares with the other starts and with scratch, and where it does not help, is measured in
-    docs/benchmark_transfer.md.
+    ``start`` is an entry of the registry (``starts.STARTS``): which transferred layers are kept,
+    reset or frozen, and its learning-rate settings. This class has the default, the papers'
+    start: encoder, stem and decoder as restoration left them, only the segmentation head random;
+    ``variants`` makes one class per start and schedule. How the starts compare with each other
+    and with scratch, and where they do not help, is measured in docs/benchmark_transfer.md.
 
     Raises ``GenesisUserError`` (training does not start) when the plans name no checkpoint,
     the file is missing, its sha256 differs from the one recorded by ``attach``, or its
     weights cannot be mapped onto this configuration's network.
     """
 
-    include_decoder: bool = True  # False: the encoder (and stem) only; decoder random
-    reset_norm_affine: str = ""  # "" (none), "last_stage", "decoder" or "all": norms reset to (1, 0)
-    reinit_last_decoder_stage: bool = False  # the highest-resolution decoder stage starts random
+    start: Start = DEFAULT_START
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         # Checked before nnU-Net creates any output folder: a Genesis trainer needs a checkpoint.
         self.genesis_block = read_trainer_block(GenesisPlansBlock.from_plans, plans, self)
         super().__init__(plans, configuration, fold, dataset_json, device)
+        if self.start.initial_lr is not None:
+            self.initial_lr = self.start.initial_lr
         self.genesis_transfer_report = None
         self._fingerprint_after_init = None
+        self.frozen_epochs = 0
+
+    def resolved_warmup_epochs(self) -> int:
+        # a start with a warm-up of its own (nnU-Net's recipe) keeps it whatever the schedule says
+        own = self.start.warmup_epochs(self.num_epochs)
+        return super().resolved_warmup_epochs() if own is None else own
 
     def initialize(self):
         # nnUNetv2_train's -pretrained_weights is loaded with torch.load(weights_only=False) right
@@ -171,6 +204,26 @@ class nnUNetTrainerGenesis(nnUNetTrainerWarmupPoly):
                 f"Drop -pretrained_weights, or attach other weights with 'nnunet-genesis attach'.")
         super().initialize()
         self._fingerprint_after_init = _weight_fingerprint(unwrap_network(self.network))
+        if self.start.frozen:
+            # frozen through the optimizer, not requires_grad (freezing.py says why)
+            self.frozen_epochs = self.start.frozen_epochs(self.num_epochs)
+            self.freezer = ParameterFreezer(frozen_parameters(unwrap_network(self.network), self.start.frozen),
+                                            is_frozen=lambda: self.current_epoch < self.frozen_epochs
+                                            ).attach(self.optimizer)
+
+    def configure_optimizers(self):
+        optimizer, scheduler = super().configure_optimizers()
+        if self.start.transferred_lr_scale != 1:
+            split_head_learning_rate(optimizer, unwrap_network(self.network), self.start.transferred_lr_scale)
+            scheduler.step(0)  # set both groups' learning rates now
+        return optimizer, scheduler
+
+    def on_train_epoch_start(self):
+        super().on_train_epoch_start()
+        if self.current_epoch < self.frozen_epochs:
+            self.print_to_log_file(f"{self.start.frozen} frozen (epochs 0-{self.frozen_epochs - 1})")
+        elif self.frozen_epochs and self.current_epoch == self.frozen_epochs:
+            self.print_to_log_file(f"{self.start.frozen} unfrozen from this epoch on")
 
     def on_train_start(self):
         if not self.was_initialized:
@@ -192,19 +245,19 @@ class nnUNetTrainerGenesis(nnUNetTrainerWarmupPoly):
 
     def transfer_genesis_weights(self):
         """Verify, load and transfer the plans' Genesis checkpoint; print and save the report."""
-        from nnunet_genesis.weight_transfer import cascade_image_channels, transfer_weights
 
         try:
             path = self.genesis_block.verified_checkpoint()
             checkpoint = load_checkpoint(path)
             # a cascade's input is the image followed by the previous stage's one-hot segmentation:
             # only the image channels get pretrained weights, the segmentation channels start at zero
-            report = transfer_weights(unwrap_network(self.network), checkpoint, include_decoder=self.include_decoder,
+            report = transfer_weights(unwrap_network(self.network), checkpoint, include_decoder=self.start.include_decoder,
                                       allow_partial=self.genesis_block.allow_partial_transfer,
                                       image_channels=cascade_image_channels(self.dataset_json, self.is_cascaded))
         except GenesisUserError as e:
             raise self._stopping(str(e)) from None
-        changes = adapt_start(unwrap_network(self.network), self.reset_norm_affine, self.reinit_last_decoder_stage)
+        changes = adapt_start(unwrap_network(self.network), self.start.reset_norm_affine,
+                              self.start.reinit_last_decoder_stage)
         report.notes.extend(changes)
         self.print_to_log_file(f"Genesis weights from {path} (sha256 {self.genesis_block.sha256}):\n"
                                f"{report.summary_text()}", add_timestamp=False)

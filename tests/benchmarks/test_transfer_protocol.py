@@ -14,8 +14,10 @@ import pytest
 
 from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.evaluation import label_efficiency
-from nnunet_genesis.evaluation import transfer_protocol as protocol
 from nnunet_genesis.outputs import write_json_atomic
+from nnunet_genesis.trainers import starts, variants
+
+import transfer_protocol as protocol  # benchmarks/, put on the path by conftest.py
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -149,9 +151,7 @@ def test_cpu_bf16_reaches_the_schedule_and_is_refused_on_a_gpu(transfer, hippoca
 
 def test_cpu_bf16_warns_on_a_cpu_without_bfloat16_instructions(transfer, hippocampus_dir, tmp_path, capsys,
                                                                  monkeypatch):
-    from nnunet_genesis.trainers import demo_schedules
-
-    monkeypatch.setattr(demo_schedules, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(transfer, "cpu_has_native_bf16", lambda: False)
     (tmp_path / "someone_elses_file").write_text("")
     handler = signal.getsignal(signal.SIGTERM)
     try:  # stops at the folder check, after the warning
@@ -254,3 +254,11 @@ def test_a_baseline_that_did_not_learn_a_label_is_flagged_as_unfair():
                                    "criteria": [], "unfair_runs": unfair})
     assert "NOT FAIR" in text and "K=20 seed 1 (label 2 0.030)" in text
     assert label_efficiency.unlearnt({"1": 0.51, "2": 0.5, "3": None}) == ["2", "3"]
+
+
+def test_every_start_of_the_registry_is_an_arm_on_the_short_schedule():
+    assert [arm for arm in protocol.ARMS if arm not in ("scratch", "stock")] == [s.arm for s in starts.STARTS]
+    for arm, (trainer, reads_checkpoint) in protocol.ARMS.items():
+        assert trainer.endswith("_demo") and trainer in variants.TRAINERS
+        assert reads_checkpoint == (arm not in protocol.CHECKPOINT_FREE_ARMS)
+    assert protocol.CHECKPOINT_FREE_ARMS == ("scratch", "stock")

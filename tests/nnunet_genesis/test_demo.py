@@ -166,7 +166,7 @@ def test_msd_task_must_be_a_decathlon_folder(tmp_path):
 
 
 def test_summary_states_the_difference_with_ci_and_significance():
-    from nnunet_genesis.demo.summary import difference_lines
+    from nnunet_genesis.workflows.demo.summary import difference_lines
 
     def result(values):
         return {"summary": {"1": {"dice": {"mean": float(np.mean(values))}}}, "label_names": {"1": "ellipsoid"},

@@ -19,7 +19,7 @@ def test_ext_dir_holds_only_the_thin_modules():
     ext = envmod.ext_trainer_dir()
     assert (ext / "nnunet_genesis_trainers.py").is_file()
     text = (ext / "nnunet_genesis_trainers.py").read_text()
-    assert "class " not in text and "from nnunet_genesis.trainers.genesis import" in text
+    assert "class " not in text and "from nnunet_genesis.trainers.variants import" in text
 
 
 def test_env_command_prints_an_evaluable_export_line(tmp_path):
@@ -52,11 +52,11 @@ def test_value_is_idempotent_and_other_shells():
 def test_nnunet_finds_the_trainers_through_the_variable(monkeypatch):
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
-    from nnunet_genesis.trainers import lengths, starts
+    from nnunet_genesis.trainers import variants
 
     monkeypatch.setenv("nnUNet_extTrainer", envmod.ext_trainer_value(""))
-    for module, name in ((lengths, "nnUNetTrainerGenesis_smoke"), (starts, "nnUNetTrainerGenesis_freezeEncoder"),
-                         (lengths, "nnUNetTrainerScratch_smoke")):
+    for module, name in ((variants, "nnUNetTrainerGenesis_smoke"), (variants, "nnUNetTrainerGenesis_freezeEncoder"),
+                         (variants, "nnUNetTrainerScratch_smoke")):
         cls = recursive_find_trainer_class_by_name(name)
         assert cls is getattr(module, name)  # the installed class, not a copy
     assert "nnunet_genesis_trainers" not in sys.modules  # nnU-Net dropped the thin module again

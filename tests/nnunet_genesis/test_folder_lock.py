@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from nnunet_genesis.demo.folder import folder_lock
+from nnunet_genesis.workflows.demo.folder import folder_lock
 from nnunet_genesis.errors import GenesisUserError
 
 
@@ -21,7 +21,7 @@ def test_a_second_holder_is_refused_and_the_lock_is_free_again_afterwards(tmp_pa
 
 
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
-    code = ("import os, sys; from pathlib import Path; from nnunet_genesis.demo.folder import folder_lock\n"
+    code = ("import os, sys; from pathlib import Path; from nnunet_genesis.workflows.demo.folder import folder_lock\n"
             "with folder_lock(Path(sys.argv[1])):\n    os._exit(9)\n")
     assert subprocess.run([sys.executable, "-c", code, str(tmp_path)]).returncode == 9
     with folder_lock(tmp_path):

@@ -1,6 +1,6 @@
 import sys
 
-from nnunet_genesis.pipeline import StepContext, StepDisplay, Workspace, genesis_command
+from nnunet_genesis.workflows.pipeline import StepContext, StepDisplay, Workspace, genesis_command
 
 
 def test_commands_run_in_the_workspace_so_a_source_checkout_cannot_shadow_the_package(tmp_path, monkeypatch):

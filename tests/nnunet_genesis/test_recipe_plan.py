@@ -20,8 +20,8 @@ import torch
 
 from nnunet_genesis import cli
 from nnunet_genesis.checkpoint import save_checkpoint
-from nnunet_genesis.recipe.folders import CONTINUE, FINISHED, FRESH, VALIDATE, fold_status
-from nnunet_genesis.recipe.plan import PREDICT, SELECT, TRAIN, Model, is_product, prediction_steps, select_command
+from nnunet_genesis.workflows.recipe.folders import CONTINUE, FINISHED, FRESH, VALIDATE, fold_status
+from nnunet_genesis.workflows.recipe.plan import PREDICT, SELECT, TRAIN, Model, is_product, prediction_steps, select_command
 
 DATASET = "Dataset004_Hippocampus"
 CONFIGS = ("2d", "3d_fullres", "3d_lowres", "3d_cascade_fullres")
@@ -71,7 +71,7 @@ def _args(fake, *extra: str) -> list[str]:
 
 
 def _plan(fake, *extra: str):
-    from nnunet_genesis.recipe.cli import resolve
+    from nnunet_genesis.workflows.recipe.cli import resolve
 
     parser = cli.build_parser(_args(fake, *extra))
     return resolve(parser.parse_args(_args(fake, *extra)))
@@ -99,8 +99,8 @@ def parse_command(command: list[str], monkeypatch) -> argparse.Namespace:
     if program == "nnunet-genesis":
         return cli.build_parser(rest).parse_args(rest)
     if program == "python":
-        assert rest[:2] == ["-m", "nnunet_genesis.recipe.selection"], command
-        from nnunet_genesis.recipe.selection import build_parser
+        assert rest[:2] == ["-m", "nnunet_genesis.workflows.recipe.selection"], command
+        from nnunet_genesis.workflows.recipe.selection import build_parser
 
         return build_parser().parse_args(rest[2:])
     scripts = {e.name: e for e in importlib.metadata.entry_points(group="console_scripts")}
@@ -149,7 +149,7 @@ def test_default_plan_trains_every_configuration_in_dependency_order(fake):
     assert any("Genesis networks are 3D" in n and "nnUNetTrainerScratch" in n for n in plan.notes)
     # the Genesis arm mixes plain 2D and Genesis 3D models: the stock command line cannot name them
     (select,) = plan.of_kind(SELECT)
-    assert select.command[:3] == ("python", "-m", "nnunet_genesis.recipe.selection")
+    assert select.command[:3] == ("python", "-m", "nnunet_genesis.workflows.recipe.selection")
     assert set(select.needs) == {s.name for s in train}
 
 
@@ -191,14 +191,14 @@ def test_is_product_and_select_command():
     b = Model("S", "P", "2d")
     assert is_product([a]) and is_product([a, Model("G", "P_g", "3d_lowres")])
     assert not is_product([a, b])
-    assert select_command("D", [a, b], (0, 1)) == ("python", "-m", "nnunet_genesis.recipe.selection", "D", "-m", "G",
+    assert select_command("D", [a, b], (0, 1)) == ("python", "-m", "nnunet_genesis.workflows.recipe.selection", "D", "-m", "G",
                                                    "P_g", "3d_fullres", "-m", "S", "P", "2d", "-f", "0", "1")
 
 
 def test_recipe_select_passes_exactly_the_trained_models(fake, monkeypatch):
     import nnunetv2.evaluation.find_best_configuration as fbc
 
-    from nnunet_genesis.recipe import selection as recipe_select
+    from nnunet_genesis.workflows.recipe import selection as recipe_select
 
     calls = []
     monkeypatch.setattr(fbc, "find_best_configuration", lambda *a, **k: calls.append((a, k)))
@@ -265,7 +265,7 @@ def test_print_commands_are_valid_nnunet_commands_in_dependency_order(fake, caps
             parse_command(c, monkeypatch)
     stock = [parse_command(c, monkeypatch) for c in commands if c[0] == "nnUNetv2_find_best_configuration"]
     assert [(s.tr, s.p, s.f) for s in stock] == [(["nnUNetTrainerScratch"], ["nnUNetPlans"], [0, 1, 2, 3, 4])]
-    assert any(c[:3] == ["python", "-m", "nnunet_genesis.recipe.selection"] for c in commands)
+    assert any(c[:3] == ["python", "-m", "nnunet_genesis.workflows.recipe.selection"] for c in commands)
     assert commands[-1][:2] == ["nnunet-genesis", "recipe"] and commands[-1][-1] == "--finish"
     assert "cp " in out and "inference_information.json" in out
 
@@ -387,7 +387,7 @@ def test_finish_refuses_while_training_is_unfinished(fake, capsys):
 
 
 def test_cross_validation_table_of_both_arms(fake):
-    from nnunet_genesis.recipe.report import write_cross_validation
+    from nnunet_genesis.workflows.recipe.report import write_cross_validation
 
     plan = _plan(fake, "--configurations", "2d", "3d_fullres", "--folds", "0", "1", "--baseline")
     res = fake["nnUNet_results"] / DATASET

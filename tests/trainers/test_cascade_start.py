@@ -16,7 +16,7 @@ import torch
 
 from nnunet_genesis.checkpoint import load_checkpoint, sha256_of
 from nnunet_genesis.cli import main
-from nnunet_genesis.trainers import lengths
+from nnunet_genesis.trainers import variants
 from nnunet_genesis.trainers.attach import dry_run_transfer, three_d_configurations
 from nnunet_genesis.trainers.genesis import TRANSFER_REPORT_NAME
 
@@ -38,7 +38,7 @@ def test_genesis_trainer_starts_the_segmentation_channels_at_zero(env, hippocamp
     plans = with_cascade(hippocampus_plans, "nnUNetPlans_cascadeTrainerTest")
     plans["genesis"] = {"checkpoint": str(ckpt), "sha256": sha256_of(ckpt), "source_plans": "nnUNetPlans"}
     plans["continue_training"] = False
-    trainer = lengths.nnUNetTrainerGenesis_smoke(plans=plans, configuration="3d_cascade_fullres", fold=0,
+    trainer = variants.nnUNetTrainerGenesis_smoke(plans=plans, configuration="3d_cascade_fullres", fold=0,
                                                  dataset_json=env["dataset_json"], device=torch.device("cpu"))
     assert trainer.is_cascaded
     trainer.initialize()

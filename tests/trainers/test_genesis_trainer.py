@@ -15,8 +15,7 @@ import torch
 from nnunet_genesis.checkpoint import load_checkpoint, sha256_of
 from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.trainers import genesis as g
-from nnunet_genesis.trainers import lengths
-from nnunet_genesis.trainers import starts
+from nnunet_genesis.trainers import variants
 from nnunet_genesis.trainers.schedules import WarmupPolyLRScheduler, warmup_poly_lr
 
 
@@ -36,7 +35,7 @@ def _trainer(cls, plans, env):
 
 def test_genesis_trainer_without_genesis_block_refuses_before_writing_anything(env, hippocampus_plans):
     with pytest.raises(GenesisUserError) as e:
-        _trainer(lengths.nnUNetTrainerGenesis_smoke, _plans(hippocampus_plans), env)
+        _trainer(variants.nnUNetTrainerGenesis_smoke, _plans(hippocampus_plans), env)
     msg = str(e.value)
     assert "no 'genesis' block" in msg and "nnunet-genesis attach" in msg and "nnUNetPlans_trainerTest" in msg
     assert list(env["results"].iterdir()) == []  # no output folder, no log
@@ -45,7 +44,7 @@ def test_genesis_trainer_without_genesis_block_refuses_before_writing_anything(e
 def test_transfer_loads_every_tensor_but_the_head_and_saves_the_report(env, hippocampus_plans,
                                                                      make_genesis_checkpoint, tmp_path):
     ckpt = make_genesis_checkpoint(tmp_path / "genesis.pth", seed=3)
-    trainer = _trainer(lengths.nnUNetTrainerGenesis_smoke, _plans(hippocampus_plans, ckpt), env)  # the default start
+    trainer = _trainer(variants.nnUNetTrainerGenesis_smoke, _plans(hippocampus_plans, ckpt), env)  # the default start
     trainer.initialize()
     head_before = {k: v.clone() for k, v in trainer.network.state_dict().items() if ".seg_layers." in k}
     report = trainer.transfer_genesis_weights()
@@ -68,7 +67,7 @@ def test_transfer_loads_every_tensor_but_the_head_and_saves_the_report(env, hipp
 
 def test_encoder_only_leaves_the_decoder_random(env, hippocampus_plans, make_genesis_checkpoint, tmp_path):
     ckpt = make_genesis_checkpoint(tmp_path / "genesis.pth", seed=4)
-    trainer = _trainer(starts.nnUNetTrainerGenesis_encoderOnly, _plans(hippocampus_plans, ckpt), env)
+    trainer = _trainer(variants.nnUNetTrainerGenesis_encoderOnly, _plans(hippocampus_plans, ckpt), env)
     trainer.initialize()
     report = trainer.transfer_genesis_weights()
     assert report.encoder_fraction == 1.0 and report.decoder_fraction == 0.0
@@ -84,7 +83,7 @@ def test_pretrained_weights_option_cannot_be_combined(env, hippocampus_plans, ma
 
     ckpt = make_genesis_checkpoint(tmp_path / "genesis.pth")
     other = make_genesis_checkpoint(tmp_path / "other.pth", seed=5)
-    trainer = _trainer(lengths.nnUNetTrainerGenesis_smoke, _plans(hippocampus_plans, ckpt), env)
+    trainer = _trainer(variants.nnUNetTrainerGenesis_smoke, _plans(hippocampus_plans, ckpt), env)
     trainer.initialize()
     load_pretrained_weights(trainer.network, str(other), verbose=False)  # what run_training does
     with pytest.raises(GenesisUserError, match="-pretrained_weights"):
@@ -102,24 +101,25 @@ def test_schedule_and_smoke_settings(env, hippocampus_plans, make_genesis_checkp
         assert full.optimizer.param_groups[0]["lr"] == pytest.approx(warmup_poly_lr(epoch, 1e-2, 1000, 10))
     assert full.optimizer.param_groups[0]["lr"] < 1e-3
 
-    smoke = _trainer(lengths.nnUNetTrainerScratch_smoke, _plans(hippocampus_plans, name="nnUNetPlans"), env)
+    smoke = _trainer(variants.nnUNetTrainerScratch_smoke, _plans(hippocampus_plans, name="nnUNetPlans"), env)
     smoke.initialize()  # the scratch baseline needs no genesis block
     assert (smoke.num_epochs, smoke.num_iterations_per_epoch, smoke.num_val_iterations_per_epoch) == (2, 2, 1)
     assert (smoke.warmup_epochs, smoke.batch_size) == (1, 1)
     smoke.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
     assert smoke.inference_allowed_mirroring_axes is None
-    assert issubclass(lengths.nnUNetTrainerGenesis_100epochs, g.nnUNetTrainerGenesis)
-    assert _trainer(lengths.nnUNetTrainerGenesis_100epochs, _plans(hippocampus_plans, ckpt), env).num_epochs == 100
-    assert _trainer(lengths.nnUNetTrainerScratch_250epochs, _plans(hippocampus_plans, name="nnUNetPlans"),
+    assert issubclass(variants.nnUNetTrainerGenesis_100epochs, g.nnUNetTrainerGenesis)
+    assert _trainer(variants.nnUNetTrainerGenesis_100epochs, _plans(hippocampus_plans, ckpt), env).num_epochs == 100
+    assert _trainer(variants.nnUNetTrainerScratch_250epochs, _plans(hippocampus_plans, name="nnUNetPlans"),
                     env).num_epochs == 250
 
 
 def test_freeze_encoder_keeps_encoder_unchanged_in_frozen_epochs(env, hippocampus_plans,
                                                                  make_genesis_checkpoint, tmp_path):
     ckpt = make_genesis_checkpoint(tmp_path / "genesis.pth")
-    trainer = _trainer(starts.nnUNetTrainerGenesis_freezeEncoder, _plans(hippocampus_plans, ckpt), env)
-    trainer.freeze_encoder_epochs = 2
+    trainer = _trainer(variants.nnUNetTrainerGenesis_freezeEncoder, _plans(hippocampus_plans, ckpt), env)
     trainer.initialize()
+    assert trainer.frozen_epochs == 50  # 0.05 of 1000 epochs
+    trainer.frozen_epochs = 2  # so that the test sees the unfreezing
     net = trainer.network
     encoder_ids = {id(p) for p in net.encoder.parameters()}
     rest = [p for p in net.parameters() if id(p) not in encoder_ids]
@@ -155,13 +155,13 @@ def test_weights_are_transferred_only_when_training_starts_fresh(env, hippocampu
     ckpt = make_genesis_checkpoint(tmp_path / "genesis.pth")
     plans = _plans(hippocampus_plans, ckpt)
     ckpt.unlink()
-    resumed = _trainer(lengths.nnUNetTrainerGenesis_smoke, copy.deepcopy(plans), env)
+    resumed = _trainer(variants.nnUNetTrainerGenesis_smoke, copy.deepcopy(plans), env)
     resumed.initialize()
     resumed.current_epoch = 1  # as after nnUNetTrainer.load_checkpoint
     resumed.on_train_start()
     assert started == [1] and resumed.genesis_transfer_report is None
 
-    fresh = _trainer(lengths.nnUNetTrainerGenesis_smoke, copy.deepcopy(plans), env)
+    fresh = _trainer(variants.nnUNetTrainerGenesis_smoke, copy.deepcopy(plans), env)
     with pytest.raises(GenesisUserError, match="does not exist"):
         fresh.on_train_start()
     assert started == [1]  # stopped before nnU-Net's own start-up (data loaders, plans copy)

@@ -97,7 +97,7 @@ def test_the_cascade_starts_from_the_checkpoint_with_zero_segmentation_channels(
                                                                                 monkeypatch):
     """The start itself, on nnU-Net's own cascade plans (the attach-written variant): the trainer's
     network before any step, compared with the checkpoint."""
-    from nnunet_genesis.trainers import lengths
+    from nnunet_genesis.trainers import variants
 
     root, checkpoint, _ = cascade_run
     for name, value in cpu_nnunet_env(root).items():
@@ -107,7 +107,7 @@ def test_the_cascade_starts_from_the_checkpoint_with_zero_segmentation_channels(
     plans = json.loads((pre / "nnUNetPlans_genesis.json").read_text())
     dataset_json = json.loads((pre / "dataset.json").read_text())
     plans["continue_training"] = False
-    trainer = lengths.nnUNetTrainerGenesis_smoke(plans=plans, configuration="3d_cascade_fullres", fold=1,
+    trainer = variants.nnUNetTrainerGenesis_smoke(plans=plans, configuration="3d_cascade_fullres", fold=1,
                                                  dataset_json=dataset_json, device=torch.device("cpu"))
     assert trainer.is_cascaded
     trainer.initialize()

@@ -175,7 +175,7 @@ def test_baseline_and_a_real_continuation(recipe_run, recipe):
     for arm in ("genesis", "baseline"):
         assert (work / "selection" / arm / "inference_information.json").is_file()
 
-    from nnunet_genesis.recipe.report import fold_dice
+    from nnunet_genesis.workflows.recipe.report import fold_dice
 
     table = json.loads((work / "compare" / "cross_validation.json").read_text())
     assert [(row["configuration"], row["fold"]) for row in table["rows"]] == [("3d_fullres", 0), ("3d_fullres", 1)]

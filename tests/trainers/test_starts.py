@@ -3,13 +3,15 @@ pretraining's time-budget schedule."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from dynamic_network_architectures.architectures.unet import PlainConvUNet
 
 from nnunet_genesis.pretraining.trainer import TimeBudgetPolyLRScheduler
 from nnunet_genesis.trainers import genesis as g
-from nnunet_genesis.trainers import starts
+from nnunet_genesis.trainers import starts, variants
 from nnunet_genesis.trainers.schedules import WarmupPolyLRScheduler
 
 
@@ -66,20 +68,20 @@ def test_no_reset_keeps_everything_and_reinit_changes_only_the_last_stage():
 
 
 def test_variants_change_one_thing_each():
-    base = g.nnUNetTrainerGenesis  # the default start: the whole network, nothing reset
+    base = g.nnUNetTrainerGenesis.start  # the default start: the whole network, nothing reset
     assert (base.include_decoder, base.reset_norm_affine, base.reinit_last_decoder_stage) == (True, "", False)
-    whole = starts.nnUNetTrainerGenesis_asPretrained
+    whole = variants.nnUNetTrainerGenesis_asPretrained.start
     assert (whole.include_decoder, whole.reset_norm_affine, whole.reinit_last_decoder_stage) == (True, "", False)
-    assert starts.nnUNetTrainerGenesis_resetDecoderNorm.reset_norm_affine == "decoder"
-    for variant in (starts.nnUNetTrainerGenesis_resetDecoderNorm, starts.nnUNetTrainerGenesis_resetLastNorm,
-                    starts.nnUNetTrainerGenesis_resetAllNorm, starts.nnUNetTrainerGenesis_reinitLastStage,
-                    starts.nnUNetTrainerGenesis_headWarmup, starts.nnUNetTrainerGenesis_lowLR):
-        assert variant.include_decoder, variant.__name__
-    assert starts.nnUNetTrainerGenesis_resetLastNorm.reset_norm_affine == "last_stage"
-    assert starts.nnUNetTrainerGenesis_resetAllNorm.reset_norm_affine == "all"
-    assert starts.nnUNetTrainerGenesis_reinitLastStage.reinit_last_decoder_stage
-    assert not starts.nnUNetTrainerGenesis_encoderOnly.include_decoder
-    assert not starts.nnUNetTrainerGenesis_nnUNetRecipe.include_decoder
+    assert variants.nnUNetTrainerGenesis_resetDecoderNorm.start.reset_norm_affine == "decoder"
+    for variant in (variants.nnUNetTrainerGenesis_resetDecoderNorm, variants.nnUNetTrainerGenesis_resetLastNorm,
+                    variants.nnUNetTrainerGenesis_resetAllNorm, variants.nnUNetTrainerGenesis_reinitLastStage,
+                    variants.nnUNetTrainerGenesis_headWarmup, variants.nnUNetTrainerGenesis_lowLR):
+        assert variant.start.include_decoder, variant.__name__
+    assert variants.nnUNetTrainerGenesis_resetLastNorm.start.reset_norm_affine == "last_stage"
+    assert variants.nnUNetTrainerGenesis_resetAllNorm.start.reset_norm_affine == "all"
+    assert variants.nnUNetTrainerGenesis_reinitLastStage.start.reinit_last_decoder_stage
+    assert not variants.nnUNetTrainerGenesis_encoderOnly.start.include_decoder
+    assert not variants.nnUNetTrainerGenesis_nnUNetRecipe.start.include_decoder
 
 
 def test_warmup_scales_with_the_schedule():
@@ -94,7 +96,7 @@ def test_warmup_scales_with_the_schedule():
         assert t.resolved() == expected
     t.warmup_epochs = 3
     assert t.resolved() == 3
-    recipe = starts.nnUNetTrainerGenesis_nnUNetRecipe.__new__(starts.nnUNetTrainerGenesis_nnUNetRecipe)
+    recipe = variants.nnUNetTrainerGenesis_nnUNetRecipe.__new__(variants.nnUNetTrainerGenesis_nnUNetRecipe)
     recipe.num_epochs, recipe.warmup_epochs = 20, 1
     assert recipe.resolved_warmup_epochs() == 4  # a fifth of the epochs, whatever warmup_epochs says
 
@@ -122,3 +124,48 @@ def test_time_budget_schedule_decays_with_training_time():
     assert seen[1] == pytest.approx(1e-3 * 0.75 ** 0.9)
     assert all(b < a for a, b in zip(seen, seen[1:4]))
     assert 0 < seen[4] <= seen[3]  # past the budget: a small positive floor
+
+
+def test_the_registry_names_each_start_once():
+    assert len({s.arm for s in starts.STARTS}) == len({s.suffix for s in starts.STARTS}) == len(starts.STARTS)
+    assert starts.DEFAULT_START.trainer == "nnUNetTrainerGenesis" and starts.start_named("encoder").suffix == "encoderOnly"
+    with pytest.raises(starts.GenesisUserError, match="headwarmup"):
+        starts.start_named("nosuchstart")
+    with pytest.raises(ValueError, match="frozen"):
+        starts.Start("x", "x", "frozen without a length", frozen="encoder")
+
+
+def test_every_start_comes_in_every_schedule_with_its_scratch_partner():
+    for start in starts.STARTS:
+        for schedule in starts.SCHEDULES:
+            name = starts.trainer_name(start.trainer, schedule)
+            cls = variants.TRAINERS[name]
+            assert cls.__name__ == name and cls.start is start and issubclass(cls, g.nnUNetTrainerGenesis)
+            partner = starts.scratch_partner(name)
+            if start.own_schedule:
+                assert partner is None
+            else:
+                assert issubclass(variants.TRAINERS[partner], g.nnUNetTrainerScratch)
+                assert not issubclass(variants.TRAINERS[partner], g.nnUNetTrainerGenesis)
+                if schedule:  # the identical schedule: the same mixin
+                    assert cls.__mro__[1] is variants.TRAINERS[partner].__mro__[1]
+    assert starts.scratch_partner("nnUNetTrainerGenesis_nnUNetRecipe") is None
+    assert starts.scratch_partner("nnUNetTrainer") is None
+    # names users trained with before the registry still exist
+    for name in ("nnUNetTrainerGenesis_encoderOnly_smoke", "nnUNetTrainerGenesis_headWarmup_demo",
+                 "nnUNetTrainerStock_demo", "nnUNetTrainerScratch_250epochs", "nnUNetTrainerWarmupPoly"):
+        assert name in variants.__all__
+
+
+def test_frozen_and_warmup_lengths_scale_with_the_epochs():
+    head, encoder = starts.start_named("headwarmup"), starts.start_named("freezeencoder")
+    assert (head.frozen, head.frozen_epochs(1000), head.frozen_epochs(16), head.frozen_epochs(3)) == ("body", 100, 2, 1)
+    assert (encoder.frozen, encoder.frozen_epochs(1000)) == ("encoder", 50)
+    assert starts.DEFAULT_START.frozen_epochs(1000) == 0 and starts.DEFAULT_START.warmup_epochs(1000) is None
+    assert starts.start_named("nnunetrecipe").warmup_epochs(1000) == 200
+
+
+def test_docs_table_of_starts_is_the_registry():
+    """docs/trainers.md shows the registry's own table (regenerate it with markdown_table())."""
+    page = (Path(__file__).resolve().parents[2] / "docs" / "trainers.md").read_text()
+    assert starts.markdown_table() in page

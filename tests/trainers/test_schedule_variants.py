@@ -8,18 +8,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from nnunet_genesis.trainers import demo_schedules as ds
+from nnunet_genesis import cpu_speed
+from nnunet_genesis.trainers import short_schedule, variants
 
 
-def _scratch(env, plans: dict, first_features: int | None = None, **schedule) -> ds.nnUNetTrainerScratch_demo:
+def _scratch(env, plans: dict, first_features: int | None = None, **schedule) -> variants.nnUNetTrainerScratch_demo:
     plans = copy.deepcopy(plans)
     plans["plans_name"] = "nnUNetPlans_scheduleTest"
-    plans[ds.PLANS_KEY] = ds.ShortSchedule(epochs=2, iterations_per_epoch=1, **schedule).to_dict()
+    plans[short_schedule.PLANS_KEY] = short_schedule.ShortSchedule(epochs=2, iterations_per_epoch=1, **schedule).to_dict()
     plans["continue_training"] = False  # what nnUNetv2_train adds before building the trainer
     if first_features is not None:
         arch = plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]
         arch["features_per_stage"] = [first_features * 2 ** i for i in range(len(arch["features_per_stage"]))]
-    return ds.nnUNetTrainerScratch_demo(plans=plans, configuration="3d_fullres", fold=0,
+    return variants.nnUNetTrainerScratch_demo(plans=plans, configuration="3d_fullres", fold=0,
                                         dataset_json=env["dataset_json"], device=torch.device("cpu"))
 
 
@@ -47,9 +48,9 @@ def test_training_mirroring_follows_the_schedule(env, hippocampus_plans, mirrori
 
 
 def test_channels_last_only_where_it_was_measured_to_pay(env, hippocampus_plans):
-    assert ds.channels_last_pays({"features_per_stage": [8, 16, 32, 64]})
-    assert not ds.channels_last_pays({"features_per_stage": [16, 32, 64, 128]})
-    assert not ds.channels_last_pays({})
+    assert cpu_speed.channels_last_pays({"features_per_stage": [8, 16, 32, 64]})
+    assert not cpu_speed.channels_last_pays({"features_per_stage": [16, 32, 64, 128]})
+    assert not cpu_speed.channels_last_pays({})
     for first, expected in ((8, True), (32, False)):
         trainer = _scratch(env, hippocampus_plans, first_features=first)
         trainer.initialize()
@@ -80,9 +81,9 @@ def test_cpu_bf16_runs_the_forward_pass_in_bfloat16_and_returns_float32(env, hip
 
 def test_bf16_forward_keeps_a_single_output_and_non_float_outputs():
     net = torch.nn.Conv3d(1, 2, 3, padding=1)
-    wrapped = ds.bf16_forward(net.forward)
+    wrapped = cpu_speed.bf16_forward(net.forward)
     assert wrapped(torch.randn(1, 1, 4, 4, 4)).dtype == torch.float32
-    pair = ds.bf16_forward(lambda x: (net(x), torch.ones(2, dtype=torch.long)))(torch.randn(1, 1, 4, 4, 4))
+    pair = cpu_speed.bf16_forward(lambda x: (net(x), torch.ones(2, dtype=torch.long)))(torch.randn(1, 1, 4, 4, 4))
     assert isinstance(pair, tuple) and pair[0].dtype == torch.float32 and pair[1].dtype == torch.long
 
 
@@ -92,7 +93,7 @@ def test_native_bf16_detection_agrees_with_the_cpu_flags():
         pytest.skip("no /proc/cpuinfo to compare with (not Linux)")
     flags = set(cpuinfo.read_text().split())
     if "avx512_bf16" in flags:
-        assert ds.cpu_has_native_bf16()
+        assert cpu_speed.cpu_has_native_bf16()
     elif not {"amx_bf16", "amx_tile"} & flags:
-        assert not ds.cpu_has_native_bf16()
+        assert not cpu_speed.cpu_has_native_bf16()
     # AMX alone: usable only where the kernel grants it to the process, so either answer can be right

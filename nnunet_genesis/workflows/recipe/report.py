@@ -12,8 +12,8 @@ from typing import Any
 
 from nnunet_genesis.evaluation.report import Report
 from nnunet_genesis.outputs import atomic_write_text, write_json_atomic
-from nnunet_genesis.recipe.plan import RecipePlan
-from nnunet_genesis.recipe.settings import BASELINE_ARM, GENESIS_ARM
+from nnunet_genesis.workflows.recipe.plan import RecipePlan
+from nnunet_genesis.workflows.recipe.settings import BASELINE_ARM, GENESIS_ARM
 
 
 def fold_dice(fold_dir: Path) -> float | None:

@@ -17,8 +17,9 @@ from typing import Any, Mapping
 from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.folder_lock import FolderLock
 from nnunet_genesis.outputs import write_json_atomic
-from nnunet_genesis.recipe.folders import WorkDir
-from nnunet_genesis.recipe.settings import OtherTask, RecipeSettings
+from nnunet_genesis.workflows.recipe.folders import WorkDir
+from nnunet_genesis.workflows.recipe.settings import OtherTask, RecipeSettings
+from nnunet_genesis.evaluation.msd_tasks import task_for_dataset_name
 
 STATE_VERSION = 1
 LOCK_FILE = ".recipe.lock"
@@ -99,7 +100,6 @@ def work_lock(work: WorkDir) -> FolderLock:
 def finished_recipe_of_task(results: Path, task: str) -> OtherTask:
     """The finished recipe of another Decathlon task: the dataset in ``results`` named like the task,
     its default work folder, whose post-processing is recorded as finished."""
-    from nnunet_genesis.evaluation.msd_tasks import task_for_dataset_name
 
     datasets = sorted(p for p in results.glob("Dataset*") if p.is_dir()
                       and (t := task_for_dataset_name(p.name)) is not None and t.name == task)

@@ -12,11 +12,11 @@ from pathlib import Path
 
 from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.outputs import write_json_atomic
+from nnunet_genesis.evaluation.msd_tasks import task_number
 
 
 def msd_task_number(folder: Path) -> int:
     """The task number of an MSD folder, from its name (a user error if it is not TaskXX_Name)."""
-    from nnunet_genesis.evaluation.msd_tasks import task_number
 
     try:
         return task_number(folder.name)

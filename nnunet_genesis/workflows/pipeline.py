@@ -25,6 +25,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.outputs import write_json_atomic
+from nnunet_genesis.environment import NNUNET_FOLDERS, environment_for_nnunet
 
 def remove(paths: Iterable[Path]) -> None:
     """Delete files and folders (partial outputs of an unfinished step)."""
@@ -58,8 +59,6 @@ class Workspace:
     ``logs`` and step markers (``state``)."""
 
     def __init__(self, root: str | os.PathLike):
-        from nnunet_genesis.environment import NNUNET_FOLDERS
-
         self.root = Path(root).resolve()
         self.raw, self.preprocessed, self.results = (self.root / name for name in NNUNET_FOLDERS)
         self.logs, self.state = self.root / "logs", self.root / "state"
@@ -70,7 +69,6 @@ class Workspace:
 
     def env(self) -> dict[str, str]:
         """Environment of every subprocess: this workspace's nnU-Net folders and the trainers."""
-        from nnunet_genesis.environment import NNUNET_FOLDERS, environment_for_nnunet
 
         env = environment_for_nnunet()
         env.update({name: str(folder) for name, folder in

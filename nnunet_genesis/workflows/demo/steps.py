@@ -1,7 +1,7 @@
 """The demo's steps on one output folder: dataset, preprocessing and split, pretraining, attach,
 both trainings, predictions, evaluation, comparison and the submission zip.
 
-The nnU-Net and nnunet-genesis command lines come from ``nnunet_genesis.nnunet_steps``, the
+The nnU-Net and nnunet-genesis command lines come from ``nnunet_genesis.workflows.nnunet_steps``, the
 same ones ``benchmarks/transfer.py`` composes.
 """
 
@@ -13,14 +13,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nnunet_genesis.demo.settings import (CONFIGURATION, FOLD, GENESIS_PLANS, SCHEDULE_PLANS, SCRATCH_TRAINER,
+from nnunet_genesis.workflows.demo.settings import (CONFIGURATION, FOLD, GENESIS_PLANS, SCHEDULE_PLANS, SCRATCH_TRAINER,
                                           SOURCE_PLANS, DemoSettings)
 from nnunet_genesis.errors import GenesisUserError
-from nnunet_genesis.msd_folders import copy_heldout, labelled_cases, make_msd_subset, msd_task_number
-from nnunet_genesis.nnunet_steps import NnunetSteps
+from nnunet_genesis.workflows.msd_folders import copy_heldout, labelled_cases, make_msd_subset, msd_task_number
+from nnunet_genesis.workflows.nnunet_steps import NnunetSteps
 from nnunet_genesis.outputs import write_json_atomic
-from nnunet_genesis.pipeline import Step, StepContext, Workspace
+from nnunet_genesis.workflows.pipeline import Step, StepContext, Workspace
 from nnunet_genesis.splits import seeded_chunks, write_splits
+from nnunet_genesis.evaluation.msd_tasks import get_task
+from nnunet_genesis.synthetic import DEFAULT_DATASET_ID, SyntheticConfig, write_nnunet_dataset
+from nnunet_genesis.workflows.cpu_plans import write_schedule_plans
+from nnunet_genesis.evaluation.compare import build_report
+from nnunet_genesis.evaluation.runs import load_evaluate_json
+from nnunet_genesis.evaluation.training_curves import curves_for_fold
+from nnunet_genesis.workflows.pipeline import genesis_command
 
 
 @dataclass(frozen=True)
@@ -59,7 +66,6 @@ def split_labelled(cases: list[str], n_train: int, n_val: int, n_test: int, seed
 
 def synthetic_task_name() -> str:
     """The task entry of the synthetic dataset in ``evaluation.msd_tasks`` (not a Decathlon task)."""
-    from nnunet_genesis.evaluation.msd_tasks import get_task
 
     return get_task("Task99_GenesisDemo").name
 
@@ -82,7 +88,6 @@ class Demo:
 
     def _dataset_id(self) -> int:
         if self.settings.synthetic:
-            from nnunet_genesis.synthetic import DEFAULT_DATASET_ID
 
             return DEFAULT_DATASET_ID
         return msd_task_number(Path(self.settings.msd_task))
@@ -144,7 +149,6 @@ class Demo:
     def _dataset(self, ctx: StepContext) -> dict:
         s = self.settings
         if s.synthetic:
-            from nnunet_genesis.synthetic import SyntheticConfig, write_nnunet_dataset
 
             config = SyntheticConfig(n_train=s.synthetic_train, n_test=s.synthetic_test,
                                      shape=(s.synthetic_size,) * 3, seed=s.seed)
@@ -159,8 +163,6 @@ class Demo:
 
     # 2. plan, preprocess, split, schedule plans
     def _preprocess(self, ctx: StepContext) -> dict:
-        from nnunet_genesis.trainers.demo_schedules import write_schedule_plans
-
         s = self.settings
         raw = self.nnunet.plan_and_preprocess(ctx)
         labelled = labelled_cases(raw)
@@ -225,10 +227,6 @@ class Demo:
 
     # 10. compare (the test-set scores of evaluate, with nnU-Net's training curves added)
     def _compare(self, ctx: StepContext) -> dict:
-        from nnunet_genesis.evaluation.compare import build_report
-        from nnunet_genesis.evaluation.runs import load_evaluate_json
-        from nnunet_genesis.evaluation.training_curves import curves_for_fold
-
         runs = []
         for arm in ("scratch", "genesis"):  # the first is the baseline
             run = load_evaluate_json(self.evaluation_json(arm), arm)
@@ -245,8 +243,6 @@ class Demo:
 
     # 11. package
     def _package(self, ctx: StepContext) -> dict:
-        from nnunet_genesis.pipeline import genesis_command
-
         c = self.cases()
         pred = self.prediction_dir("genesis" if self.settings.synthetic else "genesis_imagesTs")
         ctx.command(genesis_command("package-msd", "--task", c.task, "--pred", str(pred), "--images",

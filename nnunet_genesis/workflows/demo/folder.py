@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from nnunet_genesis.demo.settings import DemoSettings
+from nnunet_genesis.workflows.demo.settings import DemoSettings
 from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.folder_lock import FolderLock
 from nnunet_genesis.outputs import write_json_atomic
-from nnunet_genesis.pipeline import remove
+from nnunet_genesis.workflows.pipeline import remove
 
 CONFIG_FILE = "demo_config.json"
 LOCK_FILE = ".demo.lock"

@@ -22,14 +22,14 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from nnunet_genesis.errors import GenesisUserError
-from nnunet_genesis.recipe.folders import CONTINUE, VALIDATE, DatasetFacts, WorkDir
-from nnunet_genesis.recipe.settings import BASELINE_ARM, GENESIS_ARM, Model, RecipeSettings
+from nnunet_genesis.workflows.recipe.folders import CONTINUE, VALIDATE, DatasetFacts, WorkDir
+from nnunet_genesis.workflows.recipe.settings import BASELINE_ARM, GENESIS_ARM, Model, RecipeSettings
 
 ATTACH, TRAIN, SELECT, COMPARE, CV_TABLE = "attach", "train", "select", "compare", "cv_table"
 PREDICT, ENSEMBLE, POSTPROCESS, PACKAGE = "predict", "ensemble", "postprocess", "package"
 GENESIS_CLI = "nnunet-genesis"
 # find_best_configuration with an explicit list of models (see selection)
-SELECT_MODULE = ("python", "-m", "nnunet_genesis.recipe.selection")
+SELECT_MODULE = ("python", "-m", "nnunet_genesis.workflows.recipe.selection")
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,15 @@ import numpy as np
 
 from nnunet_genesis.evaluation.label_efficiency import final_pseudo_dice
 from nnunet_genesis.outputs import write_json_atomic
-from nnunet_genesis.pipeline import format_seconds
+from nnunet_genesis.workflows.pipeline import format_seconds
+from nnunet_genesis.evaluation.label_efficiency import LEARNT_DICE, LEARNT_LAST_EPOCHS, unlearnt
+from nnunet_genesis.evaluation.statistics import SIGNIFICANCE, seed_case_comparison
+from nnunet_genesis.workflows.demo.settings import FOLD
+from nnunet_genesis.evaluation.training_curves import pseudo_dice_of_fold
+from nnunet_genesis.checkpoint import load_checkpoint
 
 if TYPE_CHECKING:
-    from nnunet_genesis.demo.steps import Demo
+    from nnunet_genesis.workflows.demo.steps import Demo
 
 
 def _mean(result: dict, label: str, metric: str):
@@ -48,8 +53,6 @@ def difference_lines(genesis: dict, scratch: dict, trained: dict[str, list[float
     training (that value not above 0.5) gets no verdict: the difference then measures the schedule.
     An arm that learnt a label in training but scores low on the test cases generalises worse;
     that difference is what the comparison is for, so it keeps its verdict."""
-    from nnunet_genesis.evaluation.label_efficiency import LEARNT_DICE, LEARNT_LAST_EPOCHS, unlearnt
-    from nnunet_genesis.evaluation.statistics import SIGNIFICANCE, seed_case_comparison
 
     def per_case(result: dict, label: str) -> dict:
         return {c["case"]: (c["labels"].get(label) or {}).get("dice") for c in result["cases"]}
@@ -94,8 +97,6 @@ def difference_lines(genesis: dict, scratch: dict, trained: dict[str, list[float
 def final_pseudo_dice_of(demo: "Demo", arm: str, n_labels: int) -> list[float] | None:
     """Per label, one arm's validation pseudo Dice over its last epochs (None: no readable curve
     with one value per label)."""
-    from nnunet_genesis.demo.settings import FOLD
-    from nnunet_genesis.evaluation.training_curves import pseudo_dice_of_fold
 
     curve = pseudo_dice_of_fold(demo.run_folder(arm) / f"fold_{FOLD}")
     return None if curve is None else final_pseudo_dice(curve, n_labels)
@@ -108,7 +109,6 @@ def restoration_summary(checkpoint: Path) -> tuple[str, bool]:
     MSE at the data's variance); its weights then carry little for fine-tuning, which a reader
     of the Genesis-vs-scratch table must know.
     """
-    from nnunet_genesis.checkpoint import load_checkpoint
 
     meta = load_checkpoint(checkpoint).metadata
     losses, base = meta.get("val_losses") or [], meta.get("val_baselines") or {}

@@ -16,12 +16,14 @@ from pathlib import Path
 
 from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.outputs import atomic_write_bytes
-from nnunet_genesis.pipeline import Workspace, command_path, format_seconds, genesis_command, remove, run_logged
-from nnunet_genesis.recipe.folders import FINISHED, SELECTION_FILES, fold_status
-from nnunet_genesis.recipe.plan import (ATTACH, COMPARE, CV_TABLE, GENESIS_CLI, PACKAGE, SELECT, TRAIN, RecipePlan,
+from nnunet_genesis.workflows.pipeline import Workspace, command_path, format_seconds, genesis_command, remove, run_logged
+from nnunet_genesis.workflows.recipe.folders import FINISHED, SELECTION_FILES, fold_status
+from nnunet_genesis.workflows.recipe.plan import (ATTACH, COMPARE, CV_TABLE, GENESIS_CLI, PACKAGE, SELECT, TRAIN, RecipePlan,
                                         RecipeStep, prediction_steps)
-from nnunet_genesis.recipe.settings import GENESIS_ARM
-from nnunet_genesis.recipe.state import RecipeState, work_lock
+from nnunet_genesis.workflows.recipe.settings import GENESIS_ARM
+from nnunet_genesis.workflows.recipe.state import RecipeState, work_lock
+from nnunet_genesis.trainers.attach import attach
+from nnunet_genesis.workflows.recipe.report import write_cross_validation
 
 
 class _UserFolders(Workspace):
@@ -112,7 +114,6 @@ class RecipeRunner:
         """Write the plans variant (nnunet-genesis attach, in this process so that a checkpoint that
         does not fit is refused with attach's message, exit 2). Runs before the work folder exists:
         a refused checkpoint leaves nothing behind."""
-        from nnunet_genesis.trainers.attach import attach
 
         s = self.plan.settings
         three_d = [c for c in self.plan.trained_configurations if self.plan.facts.configuration(c).is_3d]
@@ -167,8 +168,6 @@ class RecipeRunner:
         self._execute(step, step.command, state, info)
 
     def cv_table(self, step: RecipeStep, state: RecipeState) -> None:
-        from nnunet_genesis.recipe.report import write_cross_validation
-
         self._execute(step, (), state, in_process=lambda: {"report": str(write_cross_validation(self.plan))})
 
     # -- the whole recipe

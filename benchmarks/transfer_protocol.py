@@ -16,30 +16,26 @@ from pathlib import Path
 
 from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.evaluation.label_efficiency import first_nonzero_epochs
-from nnunet_genesis.msd_folders import copy_heldout, labelled_cases, make_msd_subset, msd_task_number
-from nnunet_genesis.nnunet_steps import NnunetSteps
+from nnunet_genesis.workflows.msd_folders import copy_heldout, labelled_cases, make_msd_subset, msd_task_number
+from nnunet_genesis.workflows.nnunet_steps import NnunetSteps
 from nnunet_genesis.outputs import write_json_atomic
 from nnunet_genesis.pinned_jobs import raise_if_stopped
-from nnunet_genesis.pipeline import Step, StepContext, Workspace, remove, run_logged
+from nnunet_genesis.workflows.pipeline import Step, StepContext, Workspace, remove, run_logged
 from nnunet_genesis.splits import seeded_chunks, write_splits
-from nnunet_genesis.trainers.demo_schedules import ShortSchedule, write_schedule_plans
+from nnunet_genesis.trainers.short_schedule import ShortSchedule
+from nnunet_genesis.trainers.starts import SCRATCH_TRAINER, SHORT_SCHEDULE, STARTS, STOCK_TRAINER, trainer_name
+from nnunet_genesis.workflows.cpu_plans import write_schedule_plans
+from nnunet_genesis.evaluation.evaluate import load_evaluation
+from nnunet_genesis.evaluation.training_curves import pseudo_dice_of_fold
 
 CONFIGURATION = "3d_fullres"
 
-# arm -> (trainer, whether it reads the Genesis plans variant)
+# arm -> (trainer, whether it reads the Genesis plans variant): every start of the registry under the
+# short schedule of the plans, and the two partners from random weights
 ARMS: dict[str, tuple[str, bool]] = {
-    "genesis": ("nnUNetTrainerGenesis_demo", True),
-    "encoder": ("nnUNetTrainerGenesis_encoderOnly_demo", True),
-    "scratch": ("nnUNetTrainerScratch_demo", False),
-    "stock": ("nnUNetTrainerStock_demo", False),
-    "aspretrained": ("nnUNetTrainerGenesis_asPretrained_demo", True),
-    "resetdecodernorm": ("nnUNetTrainerGenesis_resetDecoderNorm_demo", True),
-    "resetlastnorm": ("nnUNetTrainerGenesis_resetLastNorm_demo", True),
-    "resetallnorm": ("nnUNetTrainerGenesis_resetAllNorm_demo", True),
-    "reinitlast": ("nnUNetTrainerGenesis_reinitLastStage_demo", True),
-    "headwarmup": ("nnUNetTrainerGenesis_headWarmup_demo", True),
-    "lowlr": ("nnUNetTrainerGenesis_lowLR_demo", True),
-    "nnunetrecipe": ("nnUNetTrainerGenesis_nnUNetRecipe_demo", True),
+    **{start.arm: (trainer_name(start.trainer, SHORT_SCHEDULE), True) for start in STARTS},
+    "scratch": (trainer_name(SCRATCH_TRAINER, SHORT_SCHEDULE), False),
+    "stock": (trainer_name(STOCK_TRAINER, SHORT_SCHEDULE), False),
 }
 DEFAULT_ARMS = ("genesis", "encoder", "scratch", "stock")  # "aspretrained" is the default start, i.e. "genesis"
 CHECKPOINT_FREE_ARMS = tuple(arm for arm, (_, genesis) in ARMS.items() if not genesis)
@@ -313,8 +309,6 @@ class TransferBenchmark:
 
         ``stop``: once set, the running command is terminated (run_logged polls once a second).
         """
-        from nnunet_genesis.evaluation.evaluate import load_evaluation
-        from nnunet_genesis.evaluation.training_curves import pseudo_dice_of_fold
 
         name = unit_name(k, seed, arm)
         trainer, plans = self.trainer_and_plans(arm)

@@ -19,10 +19,11 @@ from typing import Sequence
 
 from nnunet_genesis.environment import EXT_TRAINER_VAR, NNUNET_FOLDERS, ext_trainer_value, format_assignment
 from nnunet_genesis.outputs import atomic_write_text, check_output_file
-from nnunet_genesis.recipe.folders import FINISHED, SELECTION_FILES
-from nnunet_genesis.recipe.plan import (ATTACH, COMPARE, CV_TABLE, SELECT, TRAIN, RecipePlan, RecipeStep,
+from nnunet_genesis.workflows.recipe.folders import FINISHED, SELECTION_FILES
+from nnunet_genesis.workflows.recipe.plan import (ATTACH, COMPARE, CV_TABLE, SELECT, TRAIN, RecipePlan, RecipeStep,
                                         prediction_steps)
-from nnunet_genesis.recipe.settings import GENESIS_ARM, RecipeSettings
+from nnunet_genesis.workflows.recipe.settings import GENESIS_ARM, RecipeSettings
+from nnunet_genesis.workflows.recipe.runner import training_status
 
 
 def _line(command: Sequence[str]) -> str:
@@ -64,7 +65,6 @@ def _selection_info(plan: RecipePlan) -> dict | None:
 
 def render_commands(plan: RecipePlan) -> str:
     """Every command in dependency order, finished folds as comments."""
-    from nnunet_genesis.recipe.runner import training_status
 
     s = plan.settings
     out = [f"# nnunet-genesis recipe for {s.dataset}: configurations {' '.join(s.configurations)}, folds "

@@ -7,13 +7,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nnunet_genesis.demo.folder import folder_lock, prepare_output, refuse_foreign_folder
-from nnunet_genesis.demo.settings import QUICK, DemoSettings
-from nnunet_genesis.demo.steps import Demo
-from nnunet_genesis.demo.summary import print_summary
+from nnunet_genesis.workflows.demo.folder import folder_lock, prepare_output, refuse_foreign_folder
+from nnunet_genesis.workflows.demo.settings import QUICK, DemoSettings
+from nnunet_genesis.workflows.demo.steps import Demo
+from nnunet_genesis.workflows.demo.summary import print_summary
 from nnunet_genesis.errors import GenesisUserError
-from nnunet_genesis.msd_folders import check_msd_folder
-from nnunet_genesis.pipeline import run_steps
+from nnunet_genesis.workflows.msd_folders import check_msd_folder
+from nnunet_genesis.workflows.pipeline import run_steps
 from nnunet_genesis.transforms.config import PRESETS
 
 

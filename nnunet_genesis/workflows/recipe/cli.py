@@ -20,8 +20,18 @@ import argparse
 from pathlib import Path
 
 from nnunet_genesis.errors import GenesisUserError
-from nnunet_genesis.recipe.folders import DatasetFacts, WorkDir, read_dataset_facts
-from nnunet_genesis.recipe.settings import DEFAULT_TRAINER, PLAIN_PARTNERS, OtherTask, RecipeSettings, plain_partner
+from nnunet_genesis.workflows.recipe.folders import DatasetFacts, WorkDir, read_dataset_facts
+from nnunet_genesis.trainers.starts import scratch_partner
+from nnunet_genesis.workflows.recipe.settings import DEFAULT_TRAINER, OtherTask, RecipeSettings, plain_partner
+from nnunet_genesis.workflows.recipe.plan import build_plan, ordered_configurations
+from nnunet_genesis.evaluation.msd_tasks import get_task, task_for_dataset_name
+from nnunet_genesis.workflows.recipe.state import check_same_recipe, finished_recipe_of_task, owns_output
+from nnunet_genesis.workflows.recipe.folders import trained_checkpoint_sha256
+from nnunet_genesis.checkpoint import load_checkpoint, sha256_of
+from nnunet_genesis.outputs import check_output_dir, check_output_file
+from nnunet_genesis.trainers.attach import resolve_dataset_folder
+from nnunet_genesis.workflows.recipe.render import render_commands, write_slurm
+from nnunet_genesis.workflows.recipe.runner import run_recipe
 
 _PARTNER = "\0partner"  # --baseline without a name: the plain partner of --trainer
 
@@ -87,8 +97,6 @@ def _nnunet_folder(name: str) -> Path:
 
 
 def _configurations(args: argparse.Namespace, facts: DatasetFacts, plans: str) -> tuple[str, ...]:
-    from nnunet_genesis.recipe.plan import ordered_configurations
-
     wanted = list(dict.fromkeys(args.configurations or facts.configurations))
     unknown = [c for c in wanted if c not in facts.configurations]
     if unknown:
@@ -131,8 +139,6 @@ def _tasks(args: argparse.Namespace, dataset: str, results: Path) -> tuple[str |
 
     This recipe's task is the dataset's own (by its name) or else the first ``--task``; every
     other ``--task`` must name a task whose recipe has finished its post-processing."""
-    from nnunet_genesis.evaluation.msd_tasks import get_task, task_for_dataset_name
-    from nnunet_genesis.recipe.state import finished_recipe_of_task
 
     names = [get_task(n).name for n in args.task or []]
     twice = sorted({n for n in names if names.count(n) > 1})
@@ -178,9 +184,6 @@ def _attach_needed(settings: RecipeSettings, facts: DatasetFacts) -> bool:
 
 
 def _refuse_foreign_results(settings: RecipeSettings, facts: DatasetFacts, results: Path) -> None:
-    from nnunet_genesis.recipe.folders import trained_checkpoint_sha256
-    from nnunet_genesis.recipe.plan import ordered_configurations
-
     for c in ordered_configurations(facts, settings.configurations):
         model = settings.model_for("genesis", c, facts.configuration(c).is_3d)
         folder = results / facts.name / model.identifier
@@ -193,11 +196,6 @@ def _refuse_foreign_results(settings: RecipeSettings, facts: DatasetFacts, resul
 
 def resolve(args: argparse.Namespace):
     """Check everything and build the plan. Runs nothing."""
-    from nnunet_genesis.checkpoint import load_checkpoint, sha256_of
-    from nnunet_genesis.outputs import check_output_dir, check_output_file
-    from nnunet_genesis.recipe.plan import build_plan
-    from nnunet_genesis.recipe.state import check_same_recipe, owns_output
-    from nnunet_genesis.trainers.attach import resolve_dataset_folder
 
     from nnunetv2.paths import nnUNet_raw
 
@@ -211,7 +209,7 @@ def resolve(args: argparse.Namespace):
     folds = _folds(args, facts)
 
     has_2d = any(not facts.configuration(c).is_3d for c in configurations)
-    plain = args.plain_trainer or PLAIN_PARTNERS.get(args.trainer, "")
+    plain = args.plain_trainer or scratch_partner(args.trainer) or ""
     if (has_2d or args.baseline == _PARTNER) and not plain:
         plain_partner(args.trainer)  # raises, naming the table
     baseline = None if args.baseline is None else plain if args.baseline == _PARTNER else args.baseline
@@ -247,16 +245,13 @@ def resolve(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     plan = resolve(args)
     if args.print_commands:
-        from nnunet_genesis.recipe.render import render_commands
 
         print(render_commands(plan), end="")
         return 0
     if args.slurm is not None:
-        from nnunet_genesis.recipe.render import write_slurm
 
         path = write_slurm(plan, args.slurm, args.sbatch)
         print(f"wrote {path}: submit it from a login node with 'bash {path}'")
         return 0
-    from nnunet_genesis.recipe.runner import run_recipe
 
     return run_recipe(plan, finish_only=args.finish)

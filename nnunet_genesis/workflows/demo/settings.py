@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from typing import Any
+from nnunet_genesis.trainers.short_schedule import ShortSchedule
 
 CONFIGURATION = "3d_fullres"
 SOURCE_PLANS = "nnUNetPlans"
@@ -51,8 +52,6 @@ class DemoSettings:
         return GENESIS_TRAINER if self.transfer == "full" else ENCODER_TRAINER
 
     def schedule(self):
-        from nnunet_genesis.trainers.demo_schedules import ShortSchedule
-
         return ShortSchedule(epochs=self.finetune_epochs, iterations_per_epoch=self.finetune_iterations,
                              val_iterations_per_epoch=2, warmup_epochs=self.warmup_epochs, seed=self.seed,
                              test_time_mirroring=self.device != "cpu")

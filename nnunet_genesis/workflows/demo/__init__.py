@@ -12,8 +12,8 @@ the demo again with the same settings skips the finished steps (and redoes an in
 one from its start); other settings are refused unless ``--force``. See docs/demo.md.
 
 Modules: ``settings`` (what determines the results), ``folder`` (the output folder: lock,
-settings check), ``steps`` (the steps, composed from ``nnunet_genesis.nnunet_steps``),
+settings check), ``steps`` (the steps, composed from ``nnunet_genesis.workflows.nnunet_steps``),
 ``summary`` (the one-screen result) and ``cli``.
 """
 
-from nnunet_genesis.demo.cli import add_arguments, run  # noqa: F401  (the subcommand's entry points)
+from nnunet_genesis.workflows.demo.cli import add_arguments, run  # noqa: F401  (the subcommand's entry points)

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Sequence
 
 from nnunet_genesis.errors import GenesisUserError
-from nnunet_genesis.pipeline import StepContext, Workspace, command_path, dataset_name_for, genesis_command, results_folder
+from nnunet_genesis.workflows.pipeline import StepContext, Workspace, command_path, dataset_name_for, genesis_command, results_folder
+from nnunet_genesis.pretraining.launch import STATE_FILE
 
 PRETRAIN_DATASET_ID = 999  # the pretraining dataset's id inside a workspace
 
@@ -56,7 +57,6 @@ class NnunetSteps:
     def pretrain_partial(self, folder: Path) -> list[Path]:
         """What an unfinished pretraining step leaves to remove; nothing once the run was prepared
         (it is then continued with ``--resume``)."""
-        from nnunet_genesis.pretraining.launch import STATE_FILE
 
         if (folder / STATE_FILE).is_file():
             return []
@@ -68,7 +68,6 @@ class NnunetSteps:
         """Pretrain on all images of the dataset with the plans' network (or resume an interrupted
         run); ``options`` are the run's own (length, seed, preset), ``common`` those a resume takes
         too (workers). Returns the checkpoint."""
-        from nnunet_genesis.pretraining.launch import STATE_FILE
 
         common = ["--device", self.device, *common]
         if (folder / STATE_FILE).is_file():

@@ -2,8 +2,8 @@
 table of plain partners (the trainer of the same schedule without the Genesis start).
 
 Genesis networks are 3D, so 2D configurations are trained with the Genesis trainer's plain
-partner on the source plans; the partner is also the default ``--baseline``. The table is the
-one place that pairs them.
+partner on the source plans; the partner is also the default ``--baseline``. The registry of
+starts (``trainers/starts.py``) pairs them.
 """
 
 from __future__ import annotations
@@ -13,38 +13,25 @@ from pathlib import Path
 from typing import Any
 
 from nnunet_genesis.errors import GenesisUserError
+from nnunet_genesis.trainers.starts import genesis_trainers, scratch_partner
 
 DEFAULT_TRAINER = "nnUNetTrainerGenesis"
 GENESIS_ARM, BASELINE_ARM = "genesis", "baseline"
 
-# Genesis trainer -> the trainer with the same schedule (epochs, warm-up + poly) from random
-# weights. The starts in trainers/starts.py change which weights are kept, not the schedule, so
-# they share nnUNetTrainerScratch. nnUNetTrainerGenesis_nnUNetRecipe is left out on purpose: its
-# learning rate (1e-3) and warm-up (a fifth of the epochs) have no scratch twin.
-PLAIN_PARTNERS: dict[str, str] = {
-    "nnUNetTrainerGenesis": "nnUNetTrainerScratch",
-    "nnUNetTrainerGenesis_100epochs": "nnUNetTrainerScratch_100epochs",
-    "nnUNetTrainerGenesis_250epochs": "nnUNetTrainerScratch_250epochs",
-    "nnUNetTrainerGenesis_smoke": "nnUNetTrainerScratch_smoke",
-    "nnUNetTrainerGenesis_asPretrained_smoke": "nnUNetTrainerScratch_smoke",
-    "nnUNetTrainerGenesis_encoderOnly_smoke": "nnUNetTrainerScratch_smoke",
-    **{f"nnUNetTrainerGenesis_{start}": "nnUNetTrainerScratch"
-       for start in ("asPretrained", "encoderOnly", "resetDecoderNorm", "resetLastNorm", "resetAllNorm",
-                     "reinitLastStage", "headWarmup", "lowLR", "freezeEncoder")},
-}
-
-
 def plain_partner(trainer: str, override: str | None = None) -> str:
-    """The plain trainer of ``trainer``'s schedule (``override`` if given)."""
+    """The plain trainer of ``trainer``'s schedule (``override`` if given): the registry's scratch
+    partner (``trainers.starts.scratch_partner``)."""
     if override:
         return override
-    if trainer not in PLAIN_PARTNERS:
+    partner = scratch_partner(trainer)
+    if partner is None:
+        with_partner = sorted(name for name in genesis_trainers() if scratch_partner(name))
         raise GenesisUserError(
-            f"Trainer {trainer} has no plain partner in the recipe's table (nnunet_genesis/recipe/settings.py, "
-            f"PLAIN_PARTNERS), which is needed for 2D configurations and as the default --baseline. Name the "
-            f"trainer with the same schedule and random weights with --plain-trainer, or choose a trainer "
-            f"from the table: {', '.join(sorted(PLAIN_PARTNERS))}.")
-    return PLAIN_PARTNERS[trainer]
+            f"Trainer {trainer} has no plain partner (a trainer of the same schedule from random weights: "
+            f"trainers/starts.py, scratch_partner), which is needed for 2D configurations and as the default "
+            f"--baseline. Name the trainer with the same schedule and random weights with --plain-trainer, or "
+            f"choose a trainer that has one: {', '.join(with_partner)}.")
+    return partner
 
 
 @dataclass(frozen=True, order=True)

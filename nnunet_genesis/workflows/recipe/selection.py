@@ -1,4 +1,4 @@
-"""``python -m nnunet_genesis.recipe.selection DATASET -m TRAINER PLANS CONFIGURATION ... -f FOLDS``:
+"""``python -m nnunet_genesis.workflows.recipe.selection DATASET -m TRAINER PLANS CONFIGURATION ... -f FOLDS``:
 nnU-Net's model selection over an explicit list of models.
 
 ``nnUNetv2_find_best_configuration`` combines every -tr with every -p and every -c and stops
@@ -18,7 +18,7 @@ from typing import Sequence
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m nnunet_genesis.recipe.selection", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m nnunet_genesis.workflows.recipe.selection", description=__doc__.split("\n\n")[0])
     parser.add_argument("dataset_name_or_id")
     parser.add_argument("-m", dest="models", nargs=3, action="append", required=True,
                         metavar=("TRAINER", "PLANS", "CONFIGURATION"), help="one trained model (repeat)")
