@@ -40,12 +40,11 @@ from pathlib import Path
 
 from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.evaluation.label_efficiency import BASELINE, criteria, plot, summarize, table, unfair_runs
-from transfer_protocol import (ARMS, CHECKPOINT_FREE_ARMS, DEFAULT_ARMS, QUICK, SETTINGS,
-                                                         TransferBenchmark, differing_keys, import_runs,
-                                                         importable_runs, load_runs, pending_units, recorded_values,
-                                                         unit_name)
+from transfer_protocol import (ARMS, CHECKPOINT_FREE_ARMS, DEFAULT_ARMS, QUICK, SETTINGS, TransferBenchmark,
+                               import_runs, importable_runs, load_runs, pending_units, unit_name)
 from nnunet_genesis.workflows.msd_folders import check_msd_folder
 from nnunet_genesis.outputs import write_json_atomic
+from nnunet_genesis.run_identity import refuse_other_identity
 from nnunet_genesis.pinned_jobs import run_pinned
 from nnunet_genesis.workflows.pipeline import format_seconds, run_steps
 from nnunet_genesis.cpu_speed import cpu_has_native_bf16
@@ -116,13 +115,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def stored_config(path: Path) -> dict:
-    """A run folder's settings, as this version names them (``recorded_values``)."""
-    config = json.loads(path.read_text())
-    config["values"] = recorded_values(config.get("values", {}))
-    return config
-
-
 def _sigterm_as_interrupt(signum, frame):
     raise KeyboardInterrupt
 
@@ -177,14 +169,9 @@ def main(argv=None) -> int:
         config = {"msd_task": str(msd), "device": args.device, "setting": setting_name, "values": asdict(setting),
                   "split_seed": args.split_seed, "max_cases": args.max_cases}
         config_file = out / CONFIG_FILE
-        stored = stored_config(config_file) if config_file.is_file() else config
-        if stored != config:
-            differing = [key.removeprefix("values.") for key in differing_keys(stored, config)]
-            raise GenesisUserError(f"{out} holds a benchmark run with other settings ({config_file}: "
-                                   f"{', '.join(differing)} differ); choose another -o folder or delete that one, or "
-                                   f"repeat that run's options (e.g. --cpu-bf16 off for runs recorded before the "
-                                   f"CPU setting used bfloat16). (--labelled, --seeds and --arms may change between "
-                                   f"runs of one folder.)")
+        refuse_other_identity(json.loads(config_file.read_text()) if config_file.is_file() else None, config, out,
+                              "a benchmark run", "Choose another -o folder or delete that one, or repeat that run's "
+                              "options (--labelled, --seeds and --arms may change between runs of one folder).")
         if out.is_dir() and any(out.iterdir()) and not config_file.is_file():
             raise GenesisUserError(f"{out} is not empty and is not a benchmark folder; choose another -o.")
         bench = TransferBenchmark(out, msd, args.device, setting_name, setting, args.split_seed, args.max_cases, jobs)

@@ -14,11 +14,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from nnunet_genesis.checkpoint import CHECKPOINT_FILE_NAME
 from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.evaluation.label_efficiency import first_nonzero_epochs
 from nnunet_genesis.workflows.msd_folders import copy_heldout, labelled_cases, make_msd_subset, msd_task_number
 from nnunet_genesis.workflows.nnunet_steps import NnunetSteps
 from nnunet_genesis.outputs import write_json_atomic
+from nnunet_genesis.run_identity import refuse_other_identity
 from nnunet_genesis.pinned_jobs import raise_if_stopped
 from nnunet_genesis.workflows.pipeline import Step, StepContext, Workspace, remove, run_logged
 from nnunet_genesis.splits import seeded_chunks, write_splits
@@ -63,10 +65,8 @@ class Setting:
 
 
 SETTINGS = {
-    # 2 CPU cores: a quarter of the feature maps, patch at most 64^3, batch 2; 16 x 100 iterations,
-    # the shortest schedule in which scratch learnt both hippocampus labels at K = 20 (16 x 50 and
-    # 16 x 70 did not); the forward pass in bfloat16, which is what brings the protocol within
-    # 2 hours (time per protocol: docs/benchmark_transfer.md).
+    # 2 CPU cores: a quarter of the feature maps, patch at most 64^3, batch 2, 16 x 100 iterations,
+    # the forward pass in bfloat16 (why each: docs/benchmark_transfer.md, the settings section).
     "cpu": Setting(batch_size=2, max_patch_voxels=64 ** 3, width=0.25, pretrain_minutes=10, pretrain_epochs=1000,
                    pretrain_iterations=20, finetune_epochs=16, finetune_iterations=100, warmup_epochs=1,
                    eval_cases=40, val_cases=5, test_time_mirroring=False, training_mirroring=False,
@@ -79,32 +79,6 @@ SETTINGS = {
 }
 QUICK = dict(pretrain_minutes=0, pretrain_epochs=1, pretrain_iterations=3, finetune_epochs=2, finetune_iterations=3,
              warmup_epochs=1, eval_cases=4, val_cases=2)
-
-
-# Setting fields added after runs were recorded, with the value those runs trained with.
-ADDED_FIELDS = {"cpu_bf16": False}
-# Setting fields renamed after runs were recorded: old name -> name now.
-RENAMED_FIELDS = {"corruption": "preset"}
-
-
-def recorded_values(values: dict) -> dict:
-    """A recorded run's setting values as this version names them (fields renamed since under their
-    new name, fields added later filled in), so old run folders and results compare with new ones."""
-    renamed = {RENAMED_FIELDS.get(key, key): value for key, value in values.items()
-               if not (key in RENAMED_FIELDS and RENAMED_FIELDS[key] in values)}
-    return {**ADDED_FIELDS, **renamed}
-
-
-def differing_keys(recorded: dict, expected: dict) -> list[str]:
-    """The keys whose values differ between two run descriptions, nested dicts named ``outer.inner``."""
-    keys = []
-    for key in sorted({*recorded, *expected}):
-        a, b = recorded.get(key), expected.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            keys += [f"{key}.{inner}" for inner in differing_keys(a, b)]
-        elif a != b:
-            keys.append(key)
-    return keys
 
 
 def draw_heldout(cases: list[str], n_eval: int, n_val: int, split_seed: int) -> tuple[list[str], list[str], list[str]]:
@@ -144,16 +118,11 @@ def importable_runs(results_file: Path, expected: dict) -> list[dict]:
     try:
         results = json.loads(results_file.read_text())
         other = {key: results[key] for key in expected}
-        if "setting_values" in other:
-            other["setting_values"] = recorded_values(other["setting_values"])
         runs = list(results["runs"])
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise GenesisUserError(f"--import-runs {results_file}: not a readable transfer_results.json ({e}).") from None
-    differing = differing_keys(other, expected)
-    if differing:
-        raise GenesisUserError(f"--import-runs {results_file}: that run had other settings ({', '.join(differing)}); "
-                               f"only records of the same task, device, setting values and split seed can be "
-                               f"imported.")
+    refuse_other_identity(other, expected, f"--import-runs {results_file}", "a run",
+                          "Only records of the same task, device, setting values and split seed can be imported.")
     return runs
 
 
@@ -282,7 +251,7 @@ class TransferBenchmark:
         return {}
 
     def _attach(self, ctx: StepContext) -> dict:
-        self.nnunet.attach(ctx, self.pretrain_dir / "genesis_final.pth", self.plans, self.genesis_plans)
+        self.nnunet.attach(ctx, self.pretrain_dir / CHECKPOINT_FILE_NAME, self.plans, self.genesis_plans)
         return {}
 
     # --- folds: one per (K, seed), numbered in the order they were first requested

@@ -31,10 +31,12 @@ from nnunet_genesis.outputs import written_then_renamed
 from nnunet_genesis import __version__
 
 FORMAT_VERSION = 1
+CHECKPOINT_FILE_NAME = "genesis_final.pth"  # what a finished pretraining writes into its output folder
+LATEST_FILE_NAME = "genesis_latest.pth"  # written next to each of nnU-Net's checkpoints during a pretraining
 _NUMERIC_KINDS = "biufc"
 _PREFIXES = ("module.", "_orig_mod.")
 
-# Metadata keys every checkpoint written by this package carries (see README, "Checkpoint format").
+# Metadata keys every checkpoint written by this package carries (docs/pretraining.md, "The Genesis checkpoint").
 REQUIRED_METADATA = (
     "format_version",
     "network_class",  # dotted class name, e.g. dynamic_network_architectures.architectures.unet.PlainConvUNet

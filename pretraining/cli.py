@@ -22,7 +22,7 @@ from nnunet_genesis.pretraining.options import PLANS_KEY, PretrainOptions
 from nnunet_genesis.pretraining.plans import DEFAULT_UNIVERSAL_BATCH, DEFAULT_UNIVERSAL_PATCH, DEFAULT_UNIVERSAL_SPACING
 from nnunet_genesis.pretraining.folders import NnunetFolders, nnunet_environment
 from nnunet_genesis.pretraining.sources import resolve_raw_dataset
-from nnunet_genesis.checkpoint import load_checkpoint
+from nnunet_genesis.checkpoint import CHECKPOINT_FILE_NAME, load_checkpoint
 
 BUDGET_ITERATIONS = 25  # --iters-per-epoch default with --time-budget: epochs of a minute or two on a CPU
 BUDGET_MAX_EPOCHS = 1000  # --epochs default with --time-budget: an upper bound only
@@ -288,7 +288,7 @@ def run(args) -> int:
         return 0
     with nnunet_environment(state.nnunet_folders, extra_env):
         train(state, device, args.num_gpus, resume=args.resume)
-    final = out / "genesis_final.pth"
+    final = out / CHECKPOINT_FILE_NAME
     if not final.is_file():
         raise GenesisUserError(f"Training ended without writing {final}; see the log in {state.output_folder()}.",
                                exit_code=1)

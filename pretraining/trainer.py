@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from nnunet_genesis.checkpoint import save_checkpoint
+from nnunet_genesis.checkpoint import CHECKPOINT_FILE_NAME, LATEST_FILE_NAME, save_checkpoint
 from nnunet_genesis.network import unwrap_network
 from nnunet_genesis.transforms import GenesisConfig, GenesisCorruptionTransform, corrupt_batch
 from nnunet_genesis.pretraining.metadata import pretraining_metadata, read_sources
@@ -60,7 +60,7 @@ class nnUNetTrainerGenesisPretrain(nnUNetTrainerRestoration):
 
     def on_export(self, epochs_done: int, final: bool, checkpoint_saved: bool) -> None:
         """``genesis_latest.pth`` next to each nnU-Net checkpoint, ``genesis_final.pth`` at the end, PNGs."""
-        final_path, latest = self.export_folder / "genesis_final.pth", self.export_folder / "genesis_latest.pth"
+        final_path, latest = self.export_folder / CHECKPOINT_FILE_NAME, self.export_folder / LATEST_FILE_NAME
         if final:
             self.export_genesis_checkpoint(final_path, epochs_done)
             latest.unlink(missing_ok=True)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from nnunet_genesis.checkpoint import CHECKPOINT_FILE_NAME
 from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.workflows.pipeline import StepContext, Workspace, command_path, dataset_name_for, genesis_command, results_folder
 from nnunet_genesis.pretraining.launch import STATE_FILE
@@ -76,7 +77,7 @@ class NnunetSteps:
             ctx.command(genesis_command(
                 "pretrain", "-d", str(self.dataset_id), "-o", str(folder), "--plans-from", str(self.dataset_id),
                 "-p", plans, "-c", self.configuration, "--dataset-id", str(PRETRAIN_DATASET_ID), *options, *common))
-        checkpoint = folder / "genesis_final.pth"
+        checkpoint = folder / CHECKPOINT_FILE_NAME
         if not checkpoint.is_file():
             raise GenesisUserError(f"pretrain finished without writing {checkpoint}; see {ctx.log}.", exit_code=1)
         return checkpoint

@@ -6,7 +6,7 @@ import importlib.util
 import json
 import signal
 import sys
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -83,8 +83,7 @@ def test_import_runs_copies_checkpoint_free_records_of_the_same_settings_only(tm
     runs = [dict(_record(k, s, a, {"a": 0.5}, [1, 1]), train_cases=protocol.training_cases(pool, k, s))
             for k in (5, 20) for s in (0, 1) for a in ("genesis", "scratch", "stock")]
     source = tmp_path / "old" / "transfer_results.json"
-    # recorded before cpu_bf16 existed: read as the float32 runs they were
-    write_json_atomic(dict(expected, setting_values={"width": 0.25}, runs=runs), source)
+    write_json_atomic(dict(expected, runs=runs), source)
     out = tmp_path / "new"
     write_json_atomic(_record(5, 0, "scratch", {"a": 0.9}, [1, 1]), protocol.unit_path(out, "K5_seed0_scratch"))
     units = [(k, s, a) for k in (5, 20) for s in (0,) for a in ("scratch", "headwarmup")]
@@ -106,19 +105,6 @@ def test_import_runs_copies_checkpoint_free_records_of_the_same_settings_only(tm
     (tmp_path / "broken.json").write_text("{")
     with pytest.raises(GenesisUserError, match="not a readable"):
         protocol.importable_runs(tmp_path / "broken.json", expected)
-
-
-def test_results_recorded_before_the_preset_rename_import_under_the_new_name(tmp_path):
-    expected = {"task": "T", "device": "cpu", "setting": "cpu",
-                "setting_values": {"width": 0.25, "preset": "mild", "cpu_bf16": False}, "split_seed": 0}
-    source = tmp_path / "transfer_results.json"
-    for old, accepted in (({"width": 0.25, "corruption": "mild"}, True), ({"width": 0.25, "corruption": "paper"}, False)):
-        write_json_atomic(dict(expected, setting_values=old, runs=[]), source)
-        if accepted:
-            assert protocol.importable_runs(source, expected) == []
-        else:
-            with pytest.raises(GenesisUserError, match="setting_values.preset"):
-                protocol.importable_runs(source, expected)
 
 
 def test_an_unreadable_import_is_refused_before_anything_runs(transfer, hippocampus_dir, tmp_path, capsys):
@@ -162,18 +148,8 @@ def test_cpu_bf16_warns_on_a_cpu_without_bfloat16_instructions(transfer, hippoca
     assert rc == 2 and "no bfloat16 instructions" in err and "not a benchmark folder" in err
 
 
-def test_a_run_folder_recorded_before_cpu_bf16_reads_as_float32(transfer, tmp_path):
-    config = {"setting": "cpu", "values": {"width": 0.25, "corruption": "mild"}}
-    (tmp_path / "benchmark_config.json").write_text(json.dumps(config))
-    values = transfer.stored_config(tmp_path / "benchmark_config.json")["values"]
-    assert values == {"width": 0.25, "preset": "mild", "cpu_bf16": False}
-
-
 def test_a_folder_of_another_setting_is_refused_naming_what_differs(transfer, hippocampus_dir, tmp_path, capsys):
-    from dataclasses import asdict
-
-    values = asdict(protocol.SETTINGS["cpu"])
-    del values["cpu_bf16"]  # a float32 run recorded before the field existed
+    values = dict(asdict(protocol.SETTINGS["cpu"]), cpu_bf16=False)  # a float32 run
     config = {"msd_task": str(Path(hippocampus_dir).resolve()), "device": "cpu", "setting": "cpu", "values": values,
               "split_seed": 0, "max_cases": None}
     (tmp_path / "benchmark_config.json").write_text(json.dumps(config))
@@ -181,7 +157,7 @@ def test_a_folder_of_another_setting_is_refused_naming_what_differs(transfer, hi
     try:
         rc = transfer.main(["--msd-task", str(hippocampus_dir), "-o", str(tmp_path), "--report-only"])
         err = capsys.readouterr().err
-        assert rc == 2 and "cpu_bf16 differ" in err and "--cpu-bf16 off" in err
+        assert rc == 2 and "values.cpu_bf16: recorded False, now True" in err and "repeat that run's options" in err
         rc = transfer.main(["--msd-task", str(hippocampus_dir), "-o", str(tmp_path), "--report-only",
                             "--cpu-bf16", "off"])  # the same settings: accepted, nothing prepared there yet
         err = capsys.readouterr().err
@@ -262,3 +238,13 @@ def test_every_start_of_the_registry_is_an_arm_on_the_short_schedule():
         assert trainer.endswith("_demo") and trainer in variants.TRAINERS
         assert reads_checkpoint == (arm not in protocol.CHECKPOINT_FREE_ARMS)
     assert protocol.CHECKPOINT_FREE_ARMS == ("scratch", "stock")
+
+
+def test_the_committed_cpu_results_import_under_the_current_settings():
+    """benchmarks/results/cpu.json is in the current format: --import-runs takes it as it is."""
+    results = ROOT / "benchmarks" / "results" / "cpu.json"
+    expected = {"task": "Task04_Hippocampus", "device": "cpu", "setting": "cpu",
+                "setting_values": asdict(protocol.SETTINGS["cpu"]), "split_seed": 0}
+    runs = protocol.importable_runs(results, expected)
+    assert {r["arm"] for r in runs} <= set(protocol.ARMS) and len(runs) == 66
+    assert {(r["K"], r["seed"]) for r in runs} == {(k, s) for k in (5, 20) for s in (0, 1, 2)}

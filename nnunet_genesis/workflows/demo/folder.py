@@ -9,6 +9,7 @@ from nnunet_genesis.workflows.demo.settings import DemoSettings
 from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.folder_lock import FolderLock
 from nnunet_genesis.outputs import write_json_atomic
+from nnunet_genesis.run_identity import refuse_other_identity
 from nnunet_genesis.workflows.pipeline import remove
 
 CONFIG_FILE = "demo_config.json"
@@ -39,15 +40,11 @@ def prepare_output(out: Path, settings: DemoSettings, force: bool) -> None:
     wanted = settings.to_dict()
     refuse_foreign_folder(out)
     if config.is_file():
-        previous = json.loads(config.read_text())
-        if previous != wanted:
-            if not force:
-                changed = sorted(k for k in set(previous) | set(wanted) if previous.get(k) != wanted.get(k))
-                raise GenesisUserError(
-                    f"{out} holds a demo run with other settings (differing: {', '.join(changed)}). Re-run "
-                    f"with the same options to continue or reuse it, choose another -o folder, or add --force "
-                    f"to delete that run and start again.")
-        if force:
+        if not force:
+            refuse_other_identity(json.loads(config.read_text()), wanted, out, "a demo run",
+                                  "Re-run with the same options to continue or reuse it, choose another -o folder, "
+                                  "or add --force to delete that run and start again.")
+        else:
             remove(out / name for name in OWNED)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(wanted, config)

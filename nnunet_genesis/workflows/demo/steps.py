@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nnunet_genesis.checkpoint import CHECKPOINT_FILE_NAME
 from nnunet_genesis.workflows.demo.settings import (CONFIGURATION, FOLD, GENESIS_PLANS, SCHEDULE_PLANS, SCRATCH_TRAINER,
                                           SOURCE_PLANS, DemoSettings)
 from nnunet_genesis.errors import GenesisUserError
@@ -80,7 +81,7 @@ class Demo:
         self.nnunet = NnunetSteps(self.ws, self._dataset_id(), CONFIGURATION, settings.device)
         self.cases_file = self.ws.state / "cases.json"
         self.pretrain_dir = self.out / "pretrain"
-        self.checkpoint = self.pretrain_dir / "genesis_final.pth"
+        self.checkpoint = self.pretrain_dir / CHECKPOINT_FILE_NAME
         self.report_dir = self.out / "report"
         self.submission = self.out / "submission.zip"
         # Only for nnUNetv2_train: nnU-Net's planner also reads nnUNet_n_proc_DA and fails on 0.

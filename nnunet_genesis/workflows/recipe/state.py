@@ -17,6 +17,7 @@ from typing import Any, Mapping
 from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.folder_lock import FolderLock
 from nnunet_genesis.outputs import write_json_atomic
+from nnunet_genesis.run_identity import refuse_other_identity
 from nnunet_genesis.workflows.recipe.folders import WorkDir
 from nnunet_genesis.workflows.recipe.settings import OtherTask, RecipeSettings
 from nnunet_genesis.evaluation.msd_tasks import task_for_dataset_name
@@ -42,16 +43,9 @@ def read_state(work: WorkDir) -> dict[str, Any] | None:
 def check_same_recipe(work: WorkDir, settings: RecipeSettings) -> None:
     """Refuse a work folder whose recipe_state.json records other model-deciding settings."""
     data = read_state(work)
-    if data is None:
-        return
-    old, new = data["identity"], settings.identity()
-    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    if changed:
-        details = "; ".join(f"{k}: recorded {old.get(k)!r}, now {new.get(k)!r}" for k in changed)
-        raise GenesisUserError(
-            f"{work.state_file} belongs to a recipe with other settings ({details}). Its models and selection "
-            f"would be mixed with these. Re-run with the recorded settings to continue it, or give this recipe "
-            f"its own --work-dir.")
+    refuse_other_identity(None if data is None else data["identity"], settings.identity(), work.state_file,
+                          "a recipe", "Its models and selection would be mixed with these. Re-run with the recorded "
+                          "settings to continue it, or give this recipe its own --work-dir.")
 
 
 class RecipeState:
