@@ -76,7 +76,7 @@ def test_restoration_warning_needs_a_20_percent_margin(monkeypatch, tmp_path):
 
     def fake(final):
         meta = {"final_val_loss": final, "val_baselines": {"mean": 0.74, "identity": 4.3}}
-        monkeypatch.setattr("nnunet_genesis.checkpoint.load_checkpoint", lambda path: SimpleNamespace(metadata=meta))
+        monkeypatch.setattr(cli, "load_checkpoint", lambda path: SimpleNamespace(metadata=meta))
 
     fake(0.70)
     warning = cli.restoration_warning(tmp_path / "x.pth")

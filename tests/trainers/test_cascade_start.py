@@ -58,17 +58,17 @@ def test_genesis_trainer_starts_the_segmentation_channels_at_zero(env, hippocamp
 
 def test_attach_checks_the_cascade_with_its_image_channels(env, hippocampus_plans, make_genesis_checkpoint,
                                                            tmp_path, monkeypatch, capsys):
-    from nnunet_genesis import weight_transfer
+    from nnunet_genesis.trainers import attach
 
     seen = {}
-    real = weight_transfer.transfer_weights
+    real = attach.transfer_weights
 
     def spy(network, checkpoint, **kwargs):
         report = real(network, checkpoint, **kwargs)
         seen[input_channels_of(network)] = (kwargs.get("image_channels"), report)
         return report
 
-    monkeypatch.setattr(weight_transfer, "transfer_weights", spy)
+    monkeypatch.setattr(attach, "transfer_weights", spy)  # the name attach calls
     ckpt = make_genesis_checkpoint(tmp_path / "genesis.pth", seed=6)
     source = with_cascade(hippocampus_plans, "nnUNetPlans_cascadeSource")
     (env["preprocessed"] / "nnUNetPlans_cascadeSource.json").write_text(json.dumps(source, indent=4))
