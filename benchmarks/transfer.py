@@ -143,7 +143,7 @@ def main(argv=None) -> int:
     arms = sorted(set(args.arms) | {BASELINE}, key=list(ARMS).index)
     jobs = args.jobs if args.jobs is not None else (2 if args.device == "cpu" and (os.cpu_count() or 1) >= 2 else 1)
     try:
-        check_msd_folder(msd)
+        check_msd_folder(msd, args.max_cases)
         if min(ks) < 1:
             raise GenesisUserError("--labelled values must be at least 1.")
         if jobs < 1:

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from nnunet_genesis.errors import GenesisUserError
+from nnunet_genesis.safe_text import one_line
 from nnunet_genesis.outputs import (atomic_write_text, check_output_dir, check_output_file, remove_stale_temps,
                                     write_json_atomic)
 from nnunet_genesis.transforms import GenesisConfig
@@ -22,7 +23,7 @@ from nnunet_genesis.pretraining.options import PLANS_KEY, PretrainOptions
 from nnunet_genesis.pretraining.plans import DEFAULT_UNIVERSAL_BATCH, DEFAULT_UNIVERSAL_PATCH, DEFAULT_UNIVERSAL_SPACING
 from nnunet_genesis.pretraining.folders import NnunetFolders, nnunet_environment
 from nnunet_genesis.pretraining.sources import resolve_raw_dataset
-from nnunet_genesis.checkpoint import CHECKPOINT_FILE_NAME, load_checkpoint
+from nnunet_genesis.checkpoint import CHECKPOINT_FILE_NAME, load_checkpoint, safe_torch_load
 
 BUDGET_ITERATIONS = 25  # --iters-per-epoch default with --time-budget: epochs of a minute or two on a CPU
 BUDGET_MAX_EPOCHS = 1000  # --epochs default with --time-budget: an upper bound only
@@ -199,7 +200,7 @@ def _positive(name: str, value) -> None:
 
 def run(args) -> int:
     # lazy: these bring nnU-Net's trainer and planners (5 s of imports); `pretrain --help` needs neither
-    from nnunet_genesis.pretraining.launch import STATE_FILE, RunState, slurm_script, train
+    from nnunet_genesis.pretraining.launch import STATE_FILE, RunState, resume_checkpoint, slurm_script, train
     from nnunet_genesis.pretraining.prepare import PrepareRequest, prepare_run
 
     for name in ("--iters-per-epoch", "--val-patches", "--png-every", "--save-every", "--batch-size", "--epochs"):
@@ -235,6 +236,9 @@ def run(args) -> int:
         if args.inputs or args.datasets or args.plans_from:
             print(f"--resume: continuing the run recorded in {state_file}; the given sources/plans are not re-read.")
         state = RunState.load(out)
+        checkpoint = resume_checkpoint(state)
+        if checkpoint is not None:  # refused before anything of the run changes (temps, its plans below)
+            safe_torch_load(checkpoint, "The checkpoint --resume continues from")
         remove_stale_temps(out, state.output_folder())
         # corrections that are safe mid-run: a longer or shorter schedule, another batch size
         if args.epochs is not None or args.batch_size is not None:
@@ -348,6 +352,9 @@ def _slurm_layout(args) -> tuple[int, int, int, str] | None:
     if args.device == "cpu" and args.slurm_gpus_per_node is not None:
         raise GenesisUserError("--slurm-gpus-per-node with --device cpu: a CPU run has one process per node "
                                "(drop --device cpu for a GPU run).")
+    for value in args.sbatch or ():
+        one_line(value, "--sbatch")
+    one_line(str(args.out.resolve()), "-o (written into the SLURM script)")
     nodes = 2 if args.slurm_nodes is None else args.slurm_nodes
     gpus = 1 if args.slurm_gpus_per_node is None else args.slurm_gpus_per_node
     _positive("--slurm-nodes", nodes)

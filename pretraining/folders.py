@@ -8,6 +8,7 @@ its run live there, next to their other datasets. Otherwise they are kept under
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from contextlib import contextmanager
@@ -19,7 +20,9 @@ from nnunet_genesis.environment import NNUNET_FOLDERS
 from nnunet_genesis.errors import GenesisUserError
 
 DATASET_SUFFIX = "GenesisPretrain"
-_DATASET_RE = re.compile(r"^Dataset(\d{3})_")
+# a dataset folder, a run's staging folder (.DatasetXXX_....staging) or its claim (.DatasetXXX_....claim.json)
+_DATASET_RE = re.compile(r"^\.?Dataset(\d{3})_")
+CLAIM_SUFFIX = ".claim.json"
 
 
 @dataclass(frozen=True)
@@ -60,22 +63,53 @@ class NnunetFolders:
         return ids
 
 
-def choose_dataset_name(folders: NnunetFolders, requested_id: int | None) -> str:
-    """``DatasetXXX_GenesisPretrain``: the requested id, or the highest free id (999 down)."""
+def claim_path(folders: NnunetFolders, dataset_name: str) -> Path:
+    """The file in ``nnUNet_raw`` that reserves a dataset id for one pretraining run."""
+    return folders.raw / f".{dataset_name}{CLAIM_SUFFIX}"
+
+
+def read_claim(folders: NnunetFolders, dataset_name: str) -> dict | None:
+    """The run that reserved ``dataset_name`` (its ``run`` token and ``out``), or None."""
+    try:
+        claim = json.loads(claim_path(folders, dataset_name).read_text())
+    except (OSError, ValueError):
+        return None
+    return claim if isinstance(claim, dict) else None
+
+
+def reserve_dataset_name(folders: NnunetFolders, requested_id: int | None, run: str, out: Path) -> str:
+    """``DatasetXXX_GenesisPretrain`` reserved for this run: the requested id, or the highest free
+    one (999 down). The reservation is a claim file created exclusively (``O_EXCL``) in
+    ``nnUNet_raw`` and naming the run, so two runs never share an id even while one of them holds
+    it only by a hidden staging folder, and a clean-up can tell its own dataset from another's."""
+    if requested_id is not None and not 1 <= requested_id <= 999:
+        raise GenesisUserError(f"--dataset-id {requested_id} is not an nnU-Net dataset id (1..999).")
+    folders.raw.mkdir(parents=True, exist_ok=True)
     used = folders.used_dataset_ids()
-    if requested_id is not None:
-        if not 1 <= requested_id <= 999:
-            raise GenesisUserError(f"--dataset-id {requested_id} is not an nnU-Net dataset id (1..999).")
-        if requested_id in used:
-            raise GenesisUserError(
-                f"--dataset-id {requested_id}: a dataset with this id already exists in "
-                f"{folders.raw}, {folders.preprocessed} or {folders.results}; choose a free id "
-                f"or leave --dataset-id out to take the highest free one.")
-        return f"Dataset{requested_id:03d}_{DATASET_SUFFIX}"
-    for candidate in range(999, 0, -1):
+    for candidate in ([requested_id] if requested_id is not None else range(999, 0, -1)):
+        name = f"Dataset{candidate:03d}_{DATASET_SUFFIX}"
         if candidate not in used:
-            return f"Dataset{candidate:03d}_{DATASET_SUFFIX}"
+            try:
+                fd = os.open(claim_path(folders, name), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                fd = None  # another run took it since the folders were listed
+            if fd is not None:
+                with os.fdopen(fd, "w") as f:
+                    json.dump({"run": run, "out": str(out), "pid": os.getpid()}, f)
+                return name
+        if requested_id is not None:
+            raise GenesisUserError(
+                f"--dataset-id {requested_id}: a dataset with this id already exists or is being prepared by "
+                f"another run in {folders.raw}, {folders.preprocessed} or {folders.results}; choose a free id "
+                f"or leave --dataset-id out to take the highest free one.")
     raise GenesisUserError(f"No free nnU-Net dataset id is left in {folders.raw}.")
+
+
+def release_claim(folders: NnunetFolders, dataset_name: str, run: str) -> None:
+    """Remove this run's reservation of ``dataset_name`` (never another run's)."""
+    claim = read_claim(folders, dataset_name)
+    if claim is not None and claim.get("run") == run:
+        claim_path(folders, dataset_name).unlink(missing_ok=True)
 
 
 @contextmanager

@@ -86,6 +86,14 @@ class RunState:
         return self.nnunet_folders.results / self.dataset_name / identifier / f"fold_{self.fold}"
 
 
+def resume_checkpoint(state: RunState) -> Path | None:
+    """The checkpoint a resumed run continues from, in the order nnU-Net's ``maybe_load_checkpoint``
+    looks (final, latest, best), or None when there is none yet."""
+    folder = state.output_folder()
+    return next((folder / n for n in ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")
+                 if (folder / n).is_file()), None)
+
+
 def build_trainer(state: RunState, device: torch.device, resume: bool):
     """The trainer as ``nnUNetv2_train`` builds it (call with the nnU-Net folders set)."""
     from batchgenerators.utilities.file_and_folder_operations import load_json

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -24,7 +25,8 @@ import numpy as np
 from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.pretraining import plans as plans_lib
 from nnunet_genesis.outputs import write_json_atomic
-from nnunet_genesis.pretraining.folders import DATASET_SUFFIX, NnunetFolders, choose_dataset_name
+from nnunet_genesis.pretraining.folders import (DATASET_SUFFIX, NnunetFolders, read_claim, release_claim,
+                                                reserve_dataset_name)
 from nnunet_genesis.pretraining.launch import RunState
 from nnunet_genesis.pretraining.options import PLANS_KEY, PretrainOptions
 from nnunet_genesis.pretraining.raw_dataset import (SOURCES_FILE, convert_to_raw_dataset, publish,
@@ -39,26 +41,37 @@ CLAIM_FILE = "pretrain_preparing.json"
 
 
 def remove_interrupted_preparation(out: Path) -> None:
-    """Remove what a preparation killed before it finished (``kill -9`` during conversion or
-    nnU-Net's preprocessing) left: its raw, preprocessed and results dataset folders and the
-    staging folder, all named by the claim file."""
+    """Remove what a preparation into ``out`` killed before it finished (``kill -9`` during
+    conversion or nnU-Net's preprocessing) left: its raw, preprocessed and results dataset
+    folders, its staging folder and its reservation of the dataset id.
+
+    Only while that id is still reserved by the same run (the claim in ``nnUNet_raw`` names the
+    run token ``out``'s claim file holds): a dataset another run holds now is never touched."""
     claim_file = out / CLAIM_FILE
     if not claim_file.is_file():
         return
     try:
         claim = json.loads(claim_file.read_text())
         name, folders = claim["dataset_name"], NnunetFolders.from_dict(claim["folders"])
+        run = claim.get("run")
     except (OSError, ValueError, KeyError, TypeError):
         raise GenesisUserError(f"{claim_file}: a killed preparation left this file, but it cannot be read; "
                                f"delete it (and any {out / 'nnunet_work'}) and run again.") from None
     if not re.fullmatch(r"Dataset\d{3}_" + DATASET_SUFFIX, str(name)):
         raise GenesisUserError(f"{claim_file}: names {name!r}, not a pretraining dataset; delete the file.")
+    reservation = read_claim(folders, name)
+    if run is None or reservation is None or reservation.get("run") != run:
+        claim_file.unlink()
+        print(f"An interrupted preparation in {out} had reserved {name}; that id is no longer this run's "
+              f"(another run holds it, or its reservation is gone), so nothing of {name} was removed.")
+        return
     removed = []
     for base in (folders.raw, folders.preprocessed, folders.results):
         for leftover in [base / name, *base.glob(f".{name}.*.staging")]:
             if leftover.exists():
                 shutil.rmtree(leftover)
                 removed.append(str(leftover))
+    release_claim(folders, name, run)
     claim_file.unlink()
     print(f"Removed what an interrupted preparation in {out} left: " + (", ".join(removed) or "nothing but its claim"))
 
@@ -142,10 +155,28 @@ def prepare_run(request: PrepareRequest, folders: NnunetFolders) -> RunState:
     bad = scan.bad + channel_bad
 
     remove_interrupted_preparation(out)
-    dataset_name = choose_dataset_name(folders, request.dataset_id)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic({"dataset_name": dataset_name, "folders": folders.to_dict()}, out / CLAIM_FILE)
+    run = uuid.uuid4().hex
     folders.make()
+    dataset_name = reserve_dataset_name(folders, request.dataset_id, run, out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic({"dataset_name": dataset_name, "folders": folders.to_dict(), "run": run}, out / CLAIM_FILE)
+    except BaseException:
+        release_claim(folders, dataset_name, run)
+        raise
+    try:
+        state = _convert_plan_and_preprocess(request, out, folders, dataset_name, cases, bad, target_names,
+                                             plans_from)
+    except BaseException:  # refused, failed or interrupted: its folders are gone, so is its claim (kill -9 leaves it)
+        release_claim(folders, dataset_name, run)
+        (out / CLAIM_FILE).unlink(missing_ok=True)
+        raise
+    release_claim(folders, dataset_name, run)  # from here on the dataset's own folders hold the id
+    return state
+
+
+def _convert_plan_and_preprocess(request: PrepareRequest, out: Path, folders: NnunetFolders, dataset_name: str,
+                                 cases, bad, target_names, plans_from) -> RunState:
     raw_folder = folders.raw / dataset_name
     staging, converted, read_bad = convert_to_raw_dataset(cases, raw_folder, workers=request.workers)
     try:

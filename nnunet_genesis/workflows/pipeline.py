@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -124,6 +125,24 @@ def log_tail(log: Path, n: int = 25) -> str:
     return "\n".join(lines[-n:])[-4000:]
 
 
+def stop_process_group(proc: subprocess.Popen, grace: float = 20.0) -> None:
+    """SIGTERM to ``proc``'s process group; after ``grace`` seconds SIGKILL to whatever of the group
+    is left (the command itself, or workers it left behind)."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
 def run_logged(cmd: Sequence[str], log: Path, env: Mapping[str, str], status: Callable[[str], None] | None = None,
                cwd: Path | None = None) -> None:
     """Run ``cmd``, appending its stdout+stderr to ``log``; raise StepFailed on a non-zero exit.
@@ -134,8 +153,9 @@ def run_logged(cmd: Sequence[str], log: Path, env: Mapping[str, str], status: Ca
     with open(log, "a") as out:
         out.write(f"$ {' '.join(str(c) for c in cmd)}\n")
         out.flush()
+        # its own process group, so that a stop reaches what it started too (nnU-Net's data workers)
         proc = subprocess.Popen([str(c) for c in cmd], stdout=out, stderr=subprocess.STDOUT, env=dict(env),
-                                cwd=str(cwd) if cwd else None)
+                                cwd=str(cwd) if cwd else None, start_new_session=True)
         try:
             while True:
                 try:
@@ -145,11 +165,7 @@ def run_logged(cmd: Sequence[str], log: Path, env: Mapping[str, str], status: Ca
                     if status is not None:
                         status(_last_line(log))
         except BaseException:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_process_group(proc)
             raise
     if code != 0:
         raise StepFailed(f"Command failed with exit code {code}: {' '.join(str(c) for c in cmd)}\n"

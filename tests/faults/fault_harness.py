@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import pytest
 import SimpleITK as sitk
 import torch
 

@@ -9,7 +9,7 @@ import pytest
 
 from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.network import universal_genesis_arch
-from nnunet_genesis.pretraining.folders import NnunetFolders, choose_dataset_name
+from nnunet_genesis.pretraining.folders import NnunetFolders, reserve_dataset_name
 from nnunet_genesis.pretraining.plans import (CT_WINDOW, check_patch_size, total_strides, universal_plans,
                                               write_split)
 
@@ -63,10 +63,10 @@ def test_dataset_id_is_the_highest_free_one_or_the_requested_one(tmp_path, monke
     folders.make()
     (folders.raw / "Dataset999_Other").mkdir()
     (folders.results / "Dataset998_Other").mkdir()
-    assert choose_dataset_name(folders, None) == "Dataset997_GenesisPretrain"
-    assert choose_dataset_name(folders, 5) == "Dataset005_GenesisPretrain"
+    assert reserve_dataset_name(folders, None, "run-a", tmp_path) == "Dataset997_GenesisPretrain"
+    assert reserve_dataset_name(folders, 5, "run-b", tmp_path) == "Dataset005_GenesisPretrain"
     with pytest.raises(GenesisUserError, match="already exists"):
-        choose_dataset_name(folders, 999)
+        reserve_dataset_name(folders, 999, "run-c", tmp_path)
 
 
 def test_restoration_warning_needs_a_20_percent_margin(monkeypatch, tmp_path):

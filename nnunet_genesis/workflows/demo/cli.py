@@ -78,6 +78,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "few minutes; the scores mean nothing")
 
 
+MAX_SYNTHETIC_SIZE = 256  # a CPU demo: larger volumes only exhaust memory (3000 raised MemoryError)
+
+
 def settings_from_args(args: argparse.Namespace) -> DemoSettings:
     device = args.device
     if device is None:
@@ -102,20 +105,27 @@ def settings_from_args(args: argparse.Namespace) -> DemoSettings:
     if args.quick:  # the smoke sizes, except where an option was given explicitly
         defaults = DemoSettings()
         values.update({k: v for k, v in QUICK.items() if values[k] == getattr(defaults, k)})
+    for key in ("labelled", "val_cases", "pretrain_epochs", "pretrain_iterations", "finetune_epochs",
+                "finetune_iterations", "synthetic_train", "synthetic_test", "max_cases", "max_test_images"):
+        if values[key] is not None and values[key] < 1:
+            raise GenesisUserError(f"--{key.replace('_', '-')} must be at least 1, got {values[key]}.")
+    if values["seed"] < 0:
+        raise GenesisUserError(f"--seed must be 0 or more (numpy and torch seeds are non-negative), got "
+                               f"{values['seed']}.")
+    if values["da_workers"] is not None and values["da_workers"] < 0:
+        raise GenesisUserError(f"--da-workers must be 0 or more, got {values['da_workers']}.")
     if args.msd_task is not None:
         folder = args.msd_task.expanduser().resolve()
-        check_msd_folder(folder)
+        check_msd_folder(folder, values["max_cases"])
         values["msd_task"] = str(folder)
-    for key in ("labelled", "val_cases", "pretrain_epochs", "pretrain_iterations", "finetune_epochs",
-                "finetune_iterations", "synthetic_train", "synthetic_test"):
-        if values[key] < 1:
-            raise GenesisUserError(f"--{key.replace('_', '-')} must be at least 1, got {values[key]}.")
     if values["test_cases"] < 1 and "msd_task" in values:
         raise GenesisUserError("--test-cases must be at least 1.")
     if not 0 < values["width"] <= 1:
         raise GenesisUserError(f"--width must be in (0, 1], got {values['width']}.")
-    if values["synthetic_size"] < 24:
-        raise GenesisUserError(f"--synthetic-size must be at least 24 voxels, got {values['synthetic_size']}.")
+    if not 24 <= values["synthetic_size"] <= MAX_SYNTHETIC_SIZE:
+        raise GenesisUserError(f"--synthetic-size must be between 24 and {MAX_SYNTHETIC_SIZE} voxels, got "
+                               f"{values['synthetic_size']} (the data is made in memory: {MAX_SYNTHETIC_SIZE}^3 "
+                               f"float32 is {MAX_SYNTHETIC_SIZE ** 3 * 4 // 2 ** 20} MiB a case).")
     if not 0 <= values["warmup_epochs"] < values["finetune_epochs"]:
         raise GenesisUserError("--warmup-epochs must be at least 0 and less than --finetune-epochs.")
     if values["synthetic_train"] < values["labelled"] + values["val_cases"]:
