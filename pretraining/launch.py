@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -144,8 +145,28 @@ def train(state: RunState, device: torch.device, num_processes: int, resume: boo
     import torch.multiprocessing as mp
     from nnunetv2.run.run_training import find_free_network_port
 
-    mp.spawn(_ddp_worker, args=(num_processes, find_free_network_port(), state, device.type, resume),
-             nprocs=num_processes, join=True)
+    context = mp.spawn(_ddp_worker, args=(num_processes, find_free_network_port(), state, device.type, resume),
+                       nprocs=num_processes, join=False)
+    try:
+        while not context.join():
+            pass
+    except BaseException:  # Ctrl-C, SIGTERM (raised as KeyboardInterrupt) or a failed rank: stop every rank
+        stop_processes(context.processes)
+        raise
+
+
+def stop_processes(processes, grace: float = 20.0) -> None:
+    """SIGTERM to every live process, SIGKILL to those still alive after ``grace`` seconds; a stopped
+    command leaves no rank training on (multiprocessing would otherwise wait for them at exit)."""
+    for p in processes:
+        if p.is_alive():
+            p.terminate()
+    deadline = time.monotonic() + grace
+    for p in processes:
+        p.join(max(0.0, deadline - time.monotonic()))
+        if p.is_alive():
+            p.kill()
+            p.join()
 
 
 def slurm_script(state: RunState, out: Path, nodes: int, gpus_per_node: int, device: str,
