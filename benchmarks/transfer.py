@@ -40,7 +40,7 @@ from pathlib import Path
 
 from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.evaluation.label_efficiency import BASELINE, criteria, plot, summarize, table, unfair_runs
-from transfer_protocol import (ARMS, CHECKPOINT_FREE_ARMS, DEFAULT_ARMS, QUICK, SETTINGS, TransferBenchmark,
+from transfer_protocol import (ARMS, CHECKPOINT_FREE_ARMS, DEFAULT_ARMS, QUICK, SETTINGS, Setting, TransferBenchmark,
                                import_runs, importable_runs, load_runs, pending_units, unit_name)
 from nnunet_genesis.workflows.msd_folders import check_msd_folder
 from nnunet_genesis.outputs import write_json_atomic
@@ -101,8 +101,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--training-mirroring", choices=("on", "off"),
                    help="mirroring augmentation while fine-tuning (default: the setting's; cpu: off)")
     p.add_argument("--cpu-bf16", choices=("on", "off"),
-                   help="fine-tuning's forward pass under bfloat16 autocast on a CPU (default: the setting's; fast "
-                        "only on CPUs with bfloat16 instructions; --device cpu only)")
+                   help="fine-tuning's forward pass under bfloat16 autocast on a CPU (default: the setting's where "
+                        "this CPU has bfloat16 instructions, float32 elsewhere; --device cpu only)")
     p.add_argument("--import-runs", type=Path, metavar="RESULTS_JSON",
                    help=f"copy the records of {', '.join(CHECKPOINT_FREE_ARMS)} (they never read the checkpoint) from "
                         f"another run's transfer_results.json with the same settings instead of training them again "
@@ -113,6 +113,31 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "completed over several invocations can be read at any point; the folder is not changed "
                         "except for those three outputs)")
     return p.parse_args(argv)
+
+
+def resolve_cpu_bf16(setting: Setting, requested: str | None, device: str) -> tuple[Setting, str | None, str | None]:
+    """The setting with its bfloat16 forward pass decided for this machine, the line that says which
+    precision runs, and a warning where an explicit choice is slow.
+
+    bfloat16 is a speed option: without ``--cpu-bf16`` a setting's bfloat16 runs only where the CPU
+    has bfloat16 instructions (AVX512-BF16 or AMX) and float32 elsewhere, where bfloat16 would be
+    emulated and many times slower. ``--cpu-bf16 on|off`` decides instead. The decision is part of
+    the setting's values, so the run folder and results of the two stay apart."""
+    if device != "cpu":
+        return replace(setting, cpu_bf16=False), None, None
+    native = cpu_has_native_bf16()
+    if requested is not None:
+        setting = replace(setting, cpu_bf16=requested == "on")
+        why = f"--cpu-bf16 {requested}"
+    elif setting.cpu_bf16 and not native:
+        setting = replace(setting, cpu_bf16=False)
+        why = "this CPU has no bfloat16 instructions (AVX512-BF16 or AMX); --cpu-bf16 on forces the slower emulation"
+    else:
+        why = "this CPU has bfloat16 instructions" if setting.cpu_bf16 else "the setting's"
+    precision = f"{'bfloat16 forward pass' if setting.cpu_bf16 else 'float32'} ({why})"
+    warning = ("--cpu-bf16 on, but this CPU has no bfloat16 instructions (AVX512-BF16 or AMX): fine-tuning will be "
+               "slower than in float32." if setting.cpu_bf16 and not native else None)
+    return setting, precision, warning
 
 
 def _sigterm_as_interrupt(signum, frame):
@@ -133,10 +158,9 @@ def main(argv=None) -> int:
                                        finetune_iterations=args.finetune_iterations,
                                        preset=args.preset,
                                        training_mirroring=None if args.training_mirroring is None
-                                       else args.training_mirroring == "on",
-                                       cpu_bf16=None if args.cpu_bf16 is None
-                                       else args.cpu_bf16 == "on").items() if v is not None}
+                                       else args.training_mirroring == "on").items() if v is not None}
     setting = replace(setting, **overrides)
+    default_bf16 = setting.cpu_bf16
     msd = args.msd_task.expanduser().resolve()
     ks = sorted(set(args.labelled))
     seeds = sorted(set(args.seeds))
@@ -151,18 +175,19 @@ def main(argv=None) -> int:
         if args.device == "cuda":
             import torch
 
-            if setting.cpu_bf16:
+            if args.cpu_bf16 == "on":
                 raise GenesisUserError("--cpu-bf16 on: only for --device cpu (on a GPU nnU-Net already trains "
                                        "under float16 autocast).")
             if not torch.cuda.is_available():
                 raise GenesisUserError("--device cuda: PyTorch sees no CUDA GPU here.")
             jobs = 1
-        elif setting.cpu_bf16 and not args.report_only:
-
-            if not cpu_has_native_bf16():
-                print("transfer.py: warning: --cpu-bf16 on, but this CPU has no bfloat16 instructions (AVX512-BF16 "
-                      "or AMX): fine-tuning will be slower than in float32.", file=sys.stderr)
-        suffix = "_quick" if args.quick else ""
+        setting, precision, warning = resolve_cpu_bf16(setting, args.cpu_bf16, args.device)
+        if precision:
+            print(f"transfer.py: fine-tuning precision: {precision}")
+        if warning:
+            print(f"transfer.py: warning: {warning}", file=sys.stderr)
+        # a float32 run where the setting's default is bfloat16 gets a folder of its own: results stay apart
+        suffix = ("_quick" if args.quick else "") + ("_float32" if default_bf16 and not setting.cpu_bf16 else "")
         out = (args.output or Path(__file__).resolve().parent / "output" /
                f"transfer_{msd.name}_{setting_name}{suffix}").resolve()
         # what determines every unit's result; K, seeds and arms may grow between invocations

@@ -148,7 +148,26 @@ def test_cpu_bf16_warns_on_a_cpu_without_bfloat16_instructions(transfer, hippoca
     assert rc == 2 and "no bfloat16 instructions" in err and "not a benchmark folder" in err
 
 
-def test_a_folder_of_another_setting_is_refused_naming_what_differs(transfer, hippocampus_dir, tmp_path, capsys):
+@pytest.mark.parametrize("native", [True, False])
+def test_bfloat16_runs_by_default_only_where_the_cpu_has_it(transfer, monkeypatch, native):
+    """Never the emulated path by default: on a CPU without bfloat16 instructions the cpu setting
+    fine-tunes in float32, says so, and keeps its results in a folder of their own."""
+    monkeypatch.setattr(transfer, "cpu_has_native_bf16", lambda: native)
+    cpu = protocol.SETTINGS["cpu"]
+    assert cpu.cpu_bf16
+    setting, precision, warning = transfer.resolve_cpu_bf16(cpu, None, "cpu")
+    assert setting.cpu_bf16 is native and warning is None
+    assert precision.startswith("bfloat16 forward pass" if native else "float32 (this CPU has no bfloat16")
+    for requested in ("on", "off"):  # an explicit choice is kept, a slow one with a warning
+        setting, precision, warning = transfer.resolve_cpu_bf16(cpu, requested, "cpu")
+        assert setting.cpu_bf16 is (requested == "on") and f"--cpu-bf16 {requested}" in precision
+        assert (warning is not None) is (requested == "on" and not native)
+    assert transfer.resolve_cpu_bf16(cpu, None, "cuda")[0].cpu_bf16 is False
+
+
+def test_a_folder_of_another_setting_is_refused_naming_what_differs(transfer, hippocampus_dir, tmp_path, capsys,
+                                                                    monkeypatch):
+    monkeypatch.setattr(transfer, "cpu_has_native_bf16", lambda: True)  # the setting's bfloat16 runs here
     values = dict(asdict(protocol.SETTINGS["cpu"]), cpu_bf16=False)  # a float32 run
     config = {"msd_task": str(Path(hippocampus_dir).resolve()), "device": "cpu", "setting": "cpu", "values": values,
               "split_seed": 0, "max_cases": None}
