@@ -7,7 +7,11 @@ DICOM series, the liver CT and a hippocampus image), both readers run ``--repeat
 by side in one process (alternating, after one warm-up read each, so the file is in the page
 cache for both) and the medians are printed with their ratio. The verification streams the
 file once more (decompressing gzip), so a compressed file costs about twice a plain read or a little more;
-the figures belong in docs/reliability.md.
+the header checks (nibabel, pynrrd, pydicom: every spatial field finite and consistent) cost well under a
+millisecond per file. A DICOM series costs about a plain read: each slice's header is read by pydicom
+(about 1 ms a slice, where GDCM's header read took about 8 ms). Measured on an AMD EPYC (2 vCPUs, KVM):
+ratios 2.2-2.4 for the gzip NIfTI and the NRRD, 1.0 for the DICOM series (1.2 before, with GDCM's header
+reads), 1.3 for a small NIfTI. The figures belong in docs/reliability.md.
 """
 
 from __future__ import annotations

@@ -11,17 +11,27 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Sequence
 
 from nnunet_genesis.errors import GenesisUserError
-from nnunet_genesis.outputs import atomic_write_bytes, atomic_write_text, check_output_dir
+from nnunet_genesis.outputs import (atomic_write_bytes, atomic_write_text, check_output_dir, check_output_file,
+                                    json_object_with, png_written_by_us, text_starting_with)
 from nnunet_genesis.evaluation.plots import (METRIC_TITLES, plot_differences, plot_scores,
                                              plot_training_curves)
 from nnunet_genesis.evaluation.report import Report
 from nnunet_genesis.evaluation.runs import NSDSettings, RunResult, default_name, load_run
 from nnunet_genesis.evaluation.statistics import SIGNIFICANCE, PairedComparison, paired_comparison
 from nnunet_genesis.evaluation.metrics import summarize
+
+
+REPORT_TITLE = "nnunet-genesis comparison"
+# The files compare writes into REPORT_DIR besides its PNGs, and how each is known as compare's (only those are replaced).
+OUR_FILES = {"report.md": text_starting_with(f"# {REPORT_TITLE}\n"),
+             "report.html": text_starting_with(f'<!DOCTYPE html>\n<html><head><meta charset="utf-8">\n'
+                                               f'<title>{REPORT_TITLE}</title>'),
+             "comparison.json": json_object_with(baseline=..., runs=..., comparisons=...)}
 
 
 def _fmt(value: float | None, signed: bool = False) -> str:
@@ -48,6 +58,30 @@ def unique_names(paths: Sequence[Path], names: Sequence[str] | None) -> list[str
     out = [default_name(p) for p in paths]
     out = [Path(p).name if out.count(n) > 1 else n for p, n in zip(paths, out)]
     return [f"{n}#{i + 1}" if out.count(n) > 1 else n for i, n in enumerate(out)]
+
+
+def _differences_png(name: str, baseline: str) -> str:
+    return f"differences_{_file_safe(name)}_vs_{_file_safe(baseline)}.png"
+
+
+def check_outputs(out_dir: Path, names: Sequence[str], inputs: Sequence[Path]) -> None:
+    """Refuse, before any work, a REPORT_DIR where a file compare would write exists and is not
+    compare's (or is one of the RESULTs)."""
+    check_output_dir(out_dir, "-o")
+    pngs = ["scores_dice.png", "scores_nsd.png", "training_curves.png",
+            *(_differences_png(n, names[0]) for n in names[1:])]
+    for name, ours in [*OUR_FILES.items(), *((png, png_written_by_us) for png in pngs)]:
+        check_output_file(Path(out_dir) / name, "-o", inputs=inputs, ours=ours)
+
+
+def check_same_dataset(runs: Sequence[RunResult]) -> None:
+    """Refuse runs of different tasks or datasets: their cases would be paired by name, label by label,
+    as if they were comparable."""
+    known = {r.name: r.dataset for r in runs if r.dataset}
+    if len(set(known.values())) > 1:
+        raise GenesisUserError(
+            "The RESULTs are of different tasks or datasets (" + ", ".join(f"{n}: {d}" for n, d in known.items())
+            + "); compare pairs the cases of one task label by label. Compare runs of the same task.")
 
 
 def nsd_tolerances_differ(a: RunResult, b: RunResult) -> bool:
@@ -107,12 +141,22 @@ def build_report(runs: Sequence[RunResult], out_dir: Path) -> Path:
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise GenesisUserError(f"-o {out_dir}: exists and is not a folder.")
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _write_report(runs, out_dir)
+    except BaseException:
+        if created:  # a failed write (full disk) leaves no half report; only this run's files are in it
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+
+
+def _write_report(runs: Sequence[RunResult], out_dir: Path) -> Path:
     baseline, others = runs[0], runs[1:]
     labels, label_names = _all_labels(runs)
     pairs = {b.name: compare_pair(baseline, b) for b in others}
 
-    report = Report("nnunet-genesis comparison")
+    report = Report(REPORT_TITLE)
     for b in others:
         headline, lines = verdict(baseline, b, pairs[b.name], label_names)
         report.paragraph(headline)
@@ -158,7 +202,7 @@ def build_report(runs: Sequence[RunResult], out_dir: Path) -> Path:
             report.paragraph(f"Unpaired cases left out: {len(only_a - only_b)} only in {baseline.name}, "
                              f"{len(only_b - only_a)} only in {b.name}.")
         if comps:
-            png = f"differences_{_file_safe(b.name)}_vs_{_file_safe(baseline.name)}.png"
+            png = _differences_png(b.name, baseline.name)
             atomic_write_bytes(out_dir / png, plot_differences(comps, f"{b.name} − {baseline.name} per case",
                                                                label_names))
             report.image(png, f"Per-case differences {b.name} − {baseline.name} (above 0: {b.name} better)")
@@ -209,9 +253,10 @@ def run(args: argparse.Namespace) -> int:
     if len(args.results) < 2:
         raise GenesisUserError("compare needs at least two RESULTs: the baseline first, then the run(s) to compare.")
     names = unique_names(args.results, args.names)
-    check_output_dir(args.output, "-o")
+    check_outputs(args.output, names, args.results)
     nsd = NSDSettings(ref_dir=args.ref, tolerance_mm=args.nsd_tolerance, task=args.task)
     runs = [load_run(path, name, nsd) for path, name in zip(args.results, names)]
+    check_same_dataset(runs)
     report = build_report(runs, args.output)
     for b in runs[1:]:
         headline, lines = verdict(runs[0], b, compare_pair(runs[0], b), _all_labels(runs)[1])

@@ -24,12 +24,16 @@ from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.evaluation.metrics import (STATUS_BOTH_EMPTY, STATUS_PRED_EMPTY, STATUS_REF_EMPTY,
                                                LabelScore, score_label, summarize)
 from nnunet_genesis.evaluation.msd_tasks import MSDTask, get_task
-from nnunet_genesis.outputs import atomic_write_text, check_output_file
+from nnunet_genesis.outputs import atomic_write_text, check_output_file, json_object_with, text_starting_with
 from nnunet_genesis.evaluation.segmentations import (DEFAULT_FILE_ENDING, Geometry,
                                                      file_ending_from_dataset_json, list_cases)
 from nnunet_genesis.volumes import read_label_map
 
 FORMAT = "nnunet_genesis.evaluation/1"
+CSV_COLUMNS = ("case", "label", "label_name", "dice", "nsd", "status", "n_ref_voxels", "n_pred_voxels")
+# How an existing output is known to be evaluate's (only those are replaced): the JSON's format key, the CSV's header.
+OUR_JSON = json_object_with(format=FORMAT)
+OUR_CSV = text_starting_with(",".join(CSV_COLUMNS) + "\n")
 METRICS = ("dice", "nsd")
 _EMPTY_COUNT_KEYS = {STATUS_BOTH_EMPTY: "n_both_empty", STATUS_REF_EMPTY: "n_ref_empty",
                      STATUS_PRED_EMPTY: "n_pred_empty"}
@@ -72,6 +76,12 @@ class EvaluationConfig:
             bad = [label for label in self.labels if label <= 0]
             if bad:
                 raise GenesisUserError(f"--labels must be foreground labels (> 0); got {bad}.")
+            task = self.msd_task()
+            unknown = sorted({label for label in self.labels if task and label not in task.labels})
+            if unknown:
+                raise GenesisUserError(
+                    f"--labels {' '.join(map(str, unknown))}: {task.name} has no such label; its labels are "
+                    f"{', '.join(f'{v} ({n})' for v, n in sorted(task.labels.items()) if v)}.")
             return sorted(set(int(label) for label in self.labels))
         task = self.msd_task()
         return task.foreground_labels if task else None
@@ -238,7 +248,7 @@ def to_csv(result: dict) -> str:
     """One row per case and label, then (mean)/(median)/(std) rows per label."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["case", "label", "label_name", "dice", "nsd", "status", "n_ref_voxels", "n_pred_voxels"])
+    writer.writerow(CSV_COLUMNS)
     names = result.get("label_names", {})
     for case in result["cases"]:
         for label, s in case["labels"].items():
@@ -312,8 +322,9 @@ def run(args: argparse.Namespace) -> int:
                               only_predicted=args.only_predicted, num_processes=args.num_processes)
     if args.output.suffix.lower() != ".json":
         raise GenesisUserError(f"-o {args.output}: the output must be a .json file (a .csv is written next to it).")
-    check_output_file(args.output, "-o")
-    check_output_file(args.output.with_suffix(".csv"), "-o (its .csv sibling)")
+    check_output_file(args.output, "-o", inputs=(args.pred, args.ref), ours=OUR_JSON)
+    check_output_file(args.output.with_suffix(".csv"), "-o (its .csv sibling)", inputs=(args.pred, args.ref),
+                      ours=OUR_CSV)
     if args.num_processes < 1:
         raise GenesisUserError(f"--num-processes {args.num_processes}: must be 1 or more.")
     result = evaluate_folders(config)

@@ -1,7 +1,9 @@
 """``nnunet-genesis package-msd``: a Medical Segmentation Decathlon submission zip.
 
 Every test image must have exactly one prediction with the image's geometry and integer
-labels from the task's label set. All problems of all tasks are collected and reported in
+labels from the task's label set; test images and predictions are read in full through the
+verified reader (``nnunet_genesis.volumes``), so a truncated or NaN test image is refused like a
+prediction, and names equal up to case (one file on a case-insensitive file system) are refused. All problems of all tasks are collected and reported in
 one message; then nothing is written (exit 2). Otherwise each prediction is re-written as a
 uint8 NIfTI with the test image's geometry and the zip (``TaskXX_Name/<case>.nii.gz``) is
 written to a temp file and renamed into place.
@@ -13,6 +15,7 @@ each ``--pred``/``--images`` belongs to the ``--task`` before it.
 from __future__ import annotations
 
 import argparse
+import re
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -24,13 +27,24 @@ from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.evaluation.msd_tasks import MSDTask, get_task
 from nnunet_genesis.outputs import check_output_file, written_then_renamed
 from nnunet_genesis.evaluation.segmentations import (Geometry, image_case_name, read_geometry,
-                                                     strip_ending)
-from nnunet_genesis.volumes import read_label_map
+                                                     same_up_to_case, strip_ending)
+from nnunet_genesis.volumes import read_label_map, read_volume
 
 NIFTI = ".nii.gz"
 # Files nnUNetv2_predict writes next to its predictions; they are not predictions.
 NNUNET_SIDE_FILES = frozenset({"dataset.json", "plans.json", "predict_from_raw_data_args.json"})
 NNUNET_PROBABILITY_ENDINGS = (".npz", ".pkl")
+_ENTRY = re.compile(r"Task\d{2}_[^/]+/[^/]+" + re.escape(NIFTI))
+
+
+def is_submission_zip(path: Path) -> bool:
+    """Whether ``path`` is a zip this command wrote (only ``TaskXX_Name/<case>.nii.gz`` entries):
+    the one kind of existing output ``--force`` replaces."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+    return bool(names) and all(_ENTRY.fullmatch(n) for n in names)
 
 
 @dataclass
@@ -46,6 +60,7 @@ class TaskSubmission:
 class TestImage:
     case: str
     path: Path  # the file whose geometry the prediction must have (channel 0000 if several)
+    channels: tuple[Path, ...] = ()  # every channel's file (read in full before packaging)
 
 
 def find_test_images(sub: TaskSubmission, problems: list[str]) -> dict[str, TestImage]:
@@ -55,11 +70,13 @@ def find_test_images(sub: TaskSubmission, problems: list[str]) -> dict[str, Test
         problems.append(f"{task.name}: test image folder {folder} does not exist or is not a folder")
         return {}
     channels: dict[str, dict[int, Path]] = {}
-    for p in sorted(folder.iterdir()):
-        stem = strip_ending(p.name, NIFTI)
-        if stem is None or not p.is_file():
-            continue
-        case, channel = image_case_name(stem)
+    files = [p for p in sorted(folder.iterdir()) if strip_ending(p.name, NIFTI) is not None and p.is_file()]
+    for group in same_up_to_case(files, NIFTI):
+        problems.append(f"{task.name}: test images {', '.join(p.name for p in group)} in {folder} have names equal "
+                        f"up to case; a case-insensitive file system (and the challenge) takes them as one. "
+                        f"Keep one.")
+    for p in files:
+        case, channel = image_case_name(strip_ending(p.name, NIFTI))
         channels.setdefault(case, {})[-1 if channel is None else channel] = p
     if not channels:
         problems.append(f"{task.name}: test image folder {folder} holds no '*{NIFTI}' images")
@@ -70,7 +87,7 @@ def find_test_images(sub: TaskSubmission, problems: list[str]) -> dict[str, Test
             problems.append(f"{task.name}: test image {files[min(files)].name} is not named like a "
                             f"{task.name} case ('{task.prefix}_N'); is --images the right folder?")
             continue
-        out[case] = TestImage(case, files[min(files)])
+        out[case] = TestImage(case, files[min(files)], tuple(files[c] for c in sorted(files)))
     return out
 
 
@@ -104,7 +121,14 @@ def check_prediction(task: MSDTask, image: TestImage, pred_path: Path, out_path:
     except GenesisUserError as e:
         return str(e)
     try:
+        for channel in image.channels or (image.path,):
+            read_volume(channel)  # the whole file: truncated streams, NaN voxels, a bad spacing
         image_geometry = read_geometry(image.path)
+        for channel in image.channels[1:]:
+            channel_diffs = read_geometry(channel).differences(image_geometry)
+            if channel_diffs:
+                return (f"test image {channel.name} does not have the geometry of {image.path.name} "
+                        f"({'; '.join(channel_diffs)}); all channels of a case must share it")
     except GenesisUserError as e:
         return str(e)
     diffs = Geometry.of(pred).differences(image_geometry)
@@ -133,6 +157,10 @@ def check_task(sub: TaskSubmission, workdir: Path, problems: list[str], progress
         problems.append(f"{task.name}: prediction folder {sub.pred_dir} does not exist or is not a folder")
         return []
     predictions: dict[str, Path] = {}
+    for group in same_up_to_case([p for p in sorted(sub.pred_dir.iterdir()) if p.is_file()], NIFTI):
+        problems.append(f"{task.name}: predictions {', '.join(p.name for p in group)} in {sub.pred_dir} have names "
+                        f"equal up to case; a case-insensitive file system (and the challenge) takes them as one. "
+                        f"Keep one.")
     for p in sorted(sub.pred_dir.iterdir()):
         if p.name.startswith(".") or p.name in NNUNET_SIDE_FILES:
             continue
@@ -168,7 +196,9 @@ def check_task(sub: TaskSubmission, workdir: Path, problems: list[str], progress
 def build_submission(submissions: list[TaskSubmission], output: Path, force: bool = False,
                      progress: bool = True) -> Path:
     """Check everything, then write the zip; raises GenesisUserError listing every problem."""
-    output = check_output_file(output, "-o", overwrite=force)
+    output = check_output_file(output, "-o", overwrite=force,
+                               inputs=[p for s in submissions for p in (s.pred_dir, s.images_dir)],
+                               ours=is_submission_zip)
     names = [s.task.name for s in submissions]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:

@@ -39,6 +39,7 @@ class RunResult:
     nsd_tolerance_mm: float | None = None
     curves: dict[str, TrainingCurves] = field(default_factory=dict)  # fold -> curves
     notes: list[str] = field(default_factory=list)
+    dataset: str | None = None  # the Decathlon task, else the nnU-Net dataset; None: not recorded
 
     @property
     def metrics(self) -> list[str]:
@@ -60,6 +61,19 @@ def _status(n_ref: int, n_pred: int) -> str:
     return STATUS_REF_EMPTY if n_ref == 0 else STATUS_PRED_EMPTY if n_pred == 0 else STATUS_OK
 
 
+def score_value(value, where: Path, case: str, label: str, metric: str) -> float | None:
+    """A Dice or NSD value as read from a file: None (undefined) or a number in [0, 1]; anything
+    else (NaN, a string, 5.0) is refused naming the file and the case, never averaged."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not 0 <= value <= 1:
+        raise GenesisUserError(f"{where}: case {case}, label {label}: {metric} is {value!r}; a {metric} is a number "
+                               f"in [0, 1] (or null when both masks are empty). The file was edited or is not "
+                               f"what compare reads; evaluate the predictions again.")
+    return float(value)
+
+
 def load_evaluate_json(path: Path, name: str) -> RunResult:
     data = load_evaluation(path)
     labels = [str(label) for label in data["labels"]]
@@ -67,10 +81,15 @@ def load_evaluate_json(path: Path, name: str) -> RunResult:
     for case in data["cases"]:
         for label in labels:
             s = case["labels"].get(label)
+            if s is not None and not isinstance(s, dict):
+                raise GenesisUserError(f"{path}: case {case['case']}, label {label}: holds {s!r}, not the scores "
+                                       f"evaluate writes; evaluate the predictions again.")
             for m in ("dice", "nsd"):
-                scores[m][label][case["case"]] = None if s is None else s.get(m)
+                scores[m][label][case["case"]] = None if s is None else score_value(
+                    s.get(m), path, case["case"], label, m)
+    task = data.get("task")
     return RunResult(name, Path(path), "evaluate JSON", labels, dict(data.get("label_names", {})), scores,
-                     nsd_tolerance_mm=data.get("nsd_tolerance_mm"),
+                     nsd_tolerance_mm=data.get("nsd_tolerance_mm"), dataset=task if isinstance(task, str) else None,
                      notes=[f"Dice and NSD (tolerance {data.get('nsd_tolerance_mm')} mm) from "
                             f"'nnunet-genesis evaluate' ({path.name}); no training curves."])
 
@@ -130,11 +149,16 @@ def load_nnunet_results(folder: Path, name: str, nsd: NSDSettings, progress: boo
                     f"cross-validation folds must not overlap.")
             fold_of_case[case] = fold.name
             cases_per_fold[fold].append(case)
+            if not isinstance(entry.get("metrics"), dict):
+                raise GenesisUserError(f"{summary_path}: case {case} has no 'metrics' object; is it nnU-Net's "
+                                       f"summary.json?")
             for label, m in entry["metrics"].items():
-                value = m.get("Dice")
-                if value is None or (isinstance(value, float) and math.isnan(value)):
+                value = m.get("Dice") if isinstance(m, dict) else m
+                if isinstance(value, float) and math.isnan(value):
                     value = None  # nnU-Net writes NaN when reference and prediction are both empty
-                elif "n_ref" in m and "n_pred" in m and _status(int(m["n_ref"]), int(m["n_pred"])) == STATUS_BOTH_EMPTY:
+                value = score_value(value, summary_path, case, label, "Dice")
+                if value is not None and "n_ref" in m and "n_pred" in m and \
+                        _status(int(m["n_ref"]), int(m["n_pred"])) == STATUS_BOTH_EMPTY:
                     value = None
                 dice.setdefault(label, {})[case] = value
     if not dice:
@@ -144,8 +168,10 @@ def load_nnunet_results(folder: Path, name: str, nsd: NSDSettings, progress: boo
     labels = sorted(dice, key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0, k))
     notes.insert(0, f"Dice: nnU-Net's validation summary.json of {len(cases_per_fold)} fold(s), "
                     f"{len(fold_of_case)} case(s).")
+    task = task_for_dataset_name(dataset_name)
     run = RunResult(name, Path(folder), "nnU-Net results", labels,
-                    {k: label_names.get(k, k) for k in labels}, {"dice": dice}, curves=curves, notes=notes)
+                    {k: label_names.get(k, k) for k in labels}, {"dice": dice}, curves=curves, notes=notes,
+                    dataset=task.name if task else dataset_name)
     _add_nsd(run, cases_per_fold, dataset_name, file_ending, nsd, progress)
     return run
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from nnunet_genesis.errors import GenesisUserError
-from nnunet_genesis.file_checks import error_detail
+from nnunet_genesis.file_checks import check_input_path, error_detail
 
 DEFAULT_FILE_ENDING = ".nii.gz"
 # nnU-Net's channel suffix on image files: case_0000.nii.gz, case_0001.nii.gz, ...
@@ -34,17 +34,32 @@ def strip_ending(name: str, file_ending: str) -> str | None:
     return None
 
 
+def same_up_to_case(files: list[Path], file_ending: str) -> list[list[Path]]:
+    """Groups of ``files`` whose names (ending stripped) are equal up to case: one file on a
+    case-insensitive file system, two here, so taking either would be a guess."""
+    groups: dict[str, list[Path]] = {}
+    for p in files:
+        stem = strip_ending(p.name, file_ending)
+        if stem is not None:
+            groups.setdefault(stem.casefold(), []).append(p)
+    return [g for g in groups.values() if len(g) > 1]
+
+
 def list_cases(folder: Path, file_ending: str = DEFAULT_FILE_ENDING) -> dict[str, Path]:
-    """Case name -> file for every file in ``folder`` ending with ``file_ending``."""
+    """Case name -> file for every file in ``folder`` ending with ``file_ending``; names equal up
+    to case are refused."""
     folder = Path(folder)
     if not folder.is_dir():
         raise GenesisUserError(f"{folder} does not exist or is not a folder.")
-    out = {}
-    for p in sorted(folder.iterdir()):
-        case = strip_ending(p.name, file_ending)
-        if case is not None and p.is_file():
-            out[case] = p
-    return out
+    files = [p for p in sorted(folder.iterdir()) if strip_ending(p.name, file_ending) is not None]
+    for p in files:  # a FIFO, device, dangling link or loop is named, not skipped as if it were absent
+        if check_input_path(p):
+            raise GenesisUserError(f"{p}: is a folder, not a segmentation file; remove it from {folder}.")
+    clashes = same_up_to_case(files, file_ending)
+    if clashes:
+        raise GenesisUserError(f"{folder}: the files {'; '.join(', '.join(p.name for p in g) for g in clashes)} have "
+                               f"names equal up to case (one file on a case-insensitive file system); keep one.")
+    return {strip_ending(p.name, file_ending): p for p in files}
 
 
 def image_case_name(stem: str) -> tuple[str, int | None]:

@@ -14,7 +14,7 @@ import sys
 from typing import Sequence
 
 from nnunet_genesis import __version__
-from nnunet_genesis.errors import GenesisUserError
+from nnunet_genesis.errors import GenesisUserError, TrainingRefused
 
 # name -> (module implementing it, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -77,6 +77,8 @@ def _main(argv: list[str]) -> int:
             parser.print_help()
             return 2
         return int(_load(args.command).run(args) or 0)
+    except TrainingRefused as e:  # a trainer's refusal, already printed where nnU-Net would have logged it
+        return e.code
     except GenesisUserError as e:
         print(f"nnunet-genesis: error: {e}", file=sys.stderr)
         return e.exit_code

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Mapping
 
 from nnunet_genesis.errors import GenesisUserError
+from nnunet_genesis.safe_text import printable
 
 EXT_TRAINER_VAR = "nnUNet_extTrainer"
 # the folders nnU-Net reads from the environment (the one copy of this tuple)
@@ -77,7 +78,7 @@ def format_assignment(name: str, value: str, shell: str = "sh") -> str:
 def _comment_safe(value: str, shell: str) -> str:
     """A value shown in a comment line: control characters escaped (a newline would end the
     comment and run the rest), and for cmd its special characters replaced."""
-    out = "".join(c if c.isprintable() else repr(c)[1:-1] for c in value)
+    out = printable(value)
     return "".join("?" if c in _CMD_SPECIAL else c for c in out) if shell == "cmd" else out
 
 
@@ -86,6 +87,10 @@ def folder_status(name: str, env: Mapping[str, str], shell: str = "sh") -> str:
     if not value:
         return f"{name} is not set: nnU-Net needs it (see nnU-Net's documentation/setting_up_paths.md)"
     shown = _comment_safe(value, shell)
+    if Path(value).is_symlink() and not Path(value).exists():
+        return f"{name}={shown} (a symbolic link that leads nowhere, not a folder)"
+    if Path(value).exists() and not Path(value).is_dir():
+        return f"{name}={shown} (a file, not a folder: nnU-Net cannot use it)"
     if not Path(value).is_dir():
         return f"{name}={shown} (folder does not exist yet)"
     return f"{name}={shown}"

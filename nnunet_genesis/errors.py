@@ -33,11 +33,12 @@ class TrainingRefused(GenesisUserError, SystemExit):
         self.code = 2
 
 
-def refuse_training(message: str) -> TrainingRefused:
-    """Print the refusal to stderr (nnU-Net prints nothing for a SystemExit); returns the error."""
+def refuse_training(message: str, state: str = "training not started") -> TrainingRefused:
+    """Print the refusal to stderr (nnU-Net prints nothing for a SystemExit); returns the error.
+    ``state``: what happened to the training ("training stopped" for a stop mid-run)."""
     import sys
 
-    print(f"nnU-Net Genesis: training not started.\n{message}", file=sys.stderr, flush=True)
+    print(f"nnU-Net Genesis: {state}.\n{message}", file=sys.stderr, flush=True)
     return TrainingRefused(message)
 
 

@@ -10,7 +10,9 @@ outputs have no bias (v2's get zeros). Every tensor, the head included, is mappe
 The file is untrusted: it is read with ``torch.load(weights_only=True)``. nnU-Net v1 stores
 numpy float scalars in its loss curves, so numpy's scalar/dtype reconstructors are allowed
 through checked wrappers that accept numeric dtypes only; anything else that needs code to
-unpickle is refused and nothing in the file runs.
+unpickle is refused and nothing in the file runs. Its weights pass the same verification as every
+checkpoint (``checkpoint.verify_network_weights``: finite floats, no zero-size dimension) before
+anything is converted or written.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 import torch
 
 from nnunet_genesis.checkpoint import (package_versions, safe_torch_load, save_checkpoint, sha256_of,
-                                       strip_prefixes)
+                                       strip_prefixes, verify_network_weights)
 from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.outputs import check_output_file
 from nnunet_genesis.network import build_network, universal_genesis_arch
@@ -51,10 +53,7 @@ def load_v1_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[
             f"{path} is not an nnU-Net v1 checkpoint: expected a dict with a 'state_dict' "
             f"entry, found {type(obj).__name__} with keys {keys}."
         )
-    bad = [k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
-    if bad:
-        raise GenesisUserError(f"{path}: 'state_dict' entry {bad[0]!r} is not a tensor under a parameter name "
-                               f"(key {type(bad[0]).__name__}, value {type(state[bad[0]]).__name__}).")
+    verify_network_weights(state, f"nnU-Net v1 checkpoint {path}", "'state_dict'")  # NaN, 0-size, ints: refused
     return strip_prefixes(state), extras
 
 
@@ -145,7 +144,7 @@ def convert_v1_state_dict(state: dict[str, torch.Tensor], name: str = "the v1 ch
 def convert_v1_checkpoint(v1_path: str | Path, out_path: str | Path, force: bool = False) -> Path:
     """Convert an official v1 checkpoint file into a Genesis checkpoint at ``out_path``."""
     v1_path, out_path = Path(v1_path), Path(out_path)
-    check_output_file(out_path, "OUT", overwrite=force)
+    check_output_file(out_path, "OUT", overwrite=force, inputs=(v1_path,))  # never over its own input
     state, extras = load_v1_state_dict(v1_path)
     weights, arch = convert_v1_state_dict(state, str(v1_path))
     metadata = dict(arch)

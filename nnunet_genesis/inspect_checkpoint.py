@@ -4,7 +4,10 @@ Prints the ``genesis`` metadata block readably and a parameter summary per top-l
 and stage (``encoder.stages.0``, ``decoder.transpconvs.3``, ...): tensor count and number of
 values. Tensors that share storage (nnU-Net's decoder keeps a reference to the encoder, and
 conv blocks list their convolution twice) are counted once in the totals. ``--json`` prints
-the same as one JSON document. The file is loaded with ``weights_only=True``.
+the same as one JSON document. The file is loaded with ``weights_only=True`` and verified
+(``checkpoint.load_checkpoint``). Text from the file (metadata, key names) reaches the terminal
+without control characters: they are printed escaped (``\\x1b``), as ``repr`` writes them, so an
+escape sequence in a checkpoint cannot drive the terminal.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any, Mapping
 import torch
 
 from nnunet_genesis.checkpoint import REQUIRED_METADATA, load_checkpoint
+from nnunet_genesis.safe_text import printable
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -86,6 +90,7 @@ def _format_item(key: str, value: Any, indent: int, max_items: int = 10) -> list
 
 
 def format_text(path: Path, metadata: Mapping[str, Any], summary: Mapping[str, Any]) -> str:
+    """The text report; each line passes through ``safe_text.printable`` (text from the file is untrusted)."""
     lines = [f"Checkpoint: {path}"]
     if metadata:
         missing = [k for k in REQUIRED_METADATA if k not in metadata]
@@ -107,15 +112,16 @@ def format_text(path: Path, metadata: Mapping[str, Any], summary: Mapping[str, A
         if g["shared_tensors"]:
             shared = f"{g['shared_tensors']} repeat(s)" + (f" of {', '.join(g['shares_with'])}" if g["shares_with"] else "")
         lines.append(f"  {g['name']:<{width}}  {g['tensors']:>7}  {g['values']:>12,}  {shared}")
-    return "\n".join(lines)
+    return "\n".join(map(printable, lines))
 
 
 def run(args) -> int:
     ckpt = load_checkpoint(args.checkpoint, require_metadata=False)
     summary = parameter_summary(ckpt.network_weights)
     if args.json:
+        # json.dumps escapes C0 and (ensure_ascii) non-ASCII characters; DEL is the one it leaves raw
         print(json.dumps({"checkpoint": str(args.checkpoint), "metadata": ckpt.metadata,
-                          "parameters": summary}, indent=2))
+                          "parameters": summary}, indent=2).replace("\x7f", "\\u007f"))
     else:
         print(format_text(args.checkpoint, ckpt.metadata, summary))
     return 0

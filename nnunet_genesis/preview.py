@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from nnunet_genesis.errors import GenesisUserError
-from nnunet_genesis.outputs import check_output_file, new_figure, save_figure
+from nnunet_genesis.outputs import check_output_file, new_figure, png_written_by_us, save_figure
 from nnunet_genesis.volumes import read_volume
 from nnunet_genesis.transforms import GenesisConfig, corrupt
 
@@ -113,7 +113,9 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if output.suffix.lower() != ".png":
         raise GenesisUserError(f"{output}: the preview is a PNG image; give an output name ending in .png.")
-    check_output_file(output, "-o")
+    check_output_file(output, "-o", inputs=args.volumes, ours=png_written_by_us)  # replaces only its own PNGs
+    if args.seed < 0:
+        raise GenesisUserError(f"--seed {args.seed}: must be 0 or more (numpy seeds are non-negative).")
     if any(c < 1 for c in args.crop):
         raise GenesisUserError(f"--crop {' '.join(map(str, args.crop))}: crop sizes must be positive.")
     image, spacing = load_channels(args.volumes)

@@ -2,10 +2,11 @@
 
 SimpleITK is the reader (as nnU-Net's ``SimpleITKIO``), but it accepts damaged files: it
 zero-fills a truncated gzip stream, turns NaN voxels of a NIfTI file into 0, normalises a
-NIfTI pixdim of 0, negative or NaN, and reads a DICOM series with a missing slice at an
-averaged spacing. So every file is verified before SimpleITK reads it (``file_checks``: the
-header's own spacing, the payload being complete, float voxels being finite) and DICOM slice
-positions must be evenly spaced (here). Every command (pretrain sources, evaluate,
+NIfTI pixdim of 0, negative or NaN, replaces NaN origins and directions, and reads a DICOM
+series with a missing slice at an averaged spacing. So every file is verified before SimpleITK
+reads it (``file_checks``: a regular file, every spatial header field finite and consistent,
+the payload complete, float voxels finite) and a DICOM series must have readable,
+evenly spaced slices of one geometry (here). Every command (pretrain sources, evaluate,
 package-msd, preview, the synthetic writer's round trip) reads through here; a problem is one
 :class:`GenesisUserError` that names the file.
 """
@@ -13,15 +14,19 @@ package-msd, preview, the synthetic writer's round trip) reads through here; a p
 from __future__ import annotations
 
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from nnunet_genesis.errors import GenesisUserError
-from nnunet_genesis.file_checks import check_spacing, damaged, error_detail, numbers_in, verify_file
+from nnunet_genesis.file_checks import check_input_path, check_spacing, dicom_slice_geometry, error_detail, verify_file
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 DICOM_SPACING_RTOL = 0.01  # slice gaps may differ by 1 % (rounding in ImagePositionPatient)
+# channels of one case must share one grid (the tolerances of evaluate's geometry comparison)
+SPACING_ATOL_MM, ORIGIN_ATOL_MM, DIRECTION_ATOL = 1e-3, 1e-3, 1e-4
 
 
 def has_volume_suffix(path: str | os.PathLike) -> bool:
@@ -32,37 +37,55 @@ def has_volume_suffix(path: str | os.PathLike) -> bool:
 # DICOM series and geometry
 
 def dicom_series_files(folder: Path) -> list[str]:
-    """The files of the one DICOM series in ``folder``, in slice order."""
+    """The files of the one DICOM series in ``folder``, in slice order. Every entry of the
+    folder must be a regular file first (GDCM opens them all; a FIFO would block it), and a
+    file GDCM left out of the series (a truncated slice) is named."""
     import SimpleITK as sitk
 
+    entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    for entry in entries:
+        if not entry.is_dir():
+            check_input_path(Path(entry.path))
     series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
     if not series:
         raise GenesisUserError(f"{folder}: folder holds no DICOM series.")
     if len(series) > 1:
         raise GenesisUserError(f"{folder}: folder holds {len(series)} DICOM series; expected one per folder.")
-    return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0]))
+    files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0]))
+    taken = {os.path.basename(f) for f in files}
+    for entry in entries:
+        if not entry.is_dir() and entry.name not in taken and is_dicom_file(Path(entry.path)):
+            raise GenesisUserError(
+                f"{entry.path}: a DICOM file that GDCM could not read as a slice of the series in {folder} (the "
+                f"file is damaged or truncated); the series would be read without it. Replace it with an intact "
+                f"copy.")
+    return files
+
+
+def is_dicom_file(path: Path) -> bool:
+    """Whether the file carries DICOM's magic bytes ('DICM' after the 128-byte preamble)."""
+    with open(path, "rb") as f:
+        return f.read(132)[128:] == b"DICM"
 
 
 def check_dicom_slice_positions(folder: Path, files: list[str]) -> None:
     """Refuse a series whose slices are not evenly spaced (a missing or duplicated slice):
-    SimpleITK would read it at an averaged spacing with only a warning."""
-    import SimpleITK as sitk
-
+    SimpleITK would read it at an averaged spacing with only a warning. Each slice's position,
+    orientation and pixel spacing are read by pydicom (``dicom_slice_geometry``) and must agree
+    across the series (SimpleITK takes the first slice's)."""
     if len(files) < 2:
         raise GenesisUserError(f"{folder}: the DICOM series has {len(files)} slice; expected a 3D volume.")
-    positions, normal = [], None
-    reader = sitk.ImageFileReader()
-    for name in files:
-        reader.SetFileName(name)
-        try:
-            reader.ReadImageInformation()
-            position = numbers_in(reader.GetMetaData("0020|0032").replace("\\", " "))
-            if normal is None:
-                cosines = numbers_in(reader.GetMetaData("0020|0037").replace("\\", " "))
-                normal = np.cross(cosines[:3], cosines[3:6])
-        except RuntimeError as e:
-            raise damaged(Path(name), f"its DICOM header could not be read ({error_detail(e)})") from None
-        positions.append(float(np.dot(position[:3], normal)))
+    geometry = [dicom_slice_geometry(Path(name)) for name in files]
+    first_cosines, first_spacing = geometry[0][1], geometry[0][2]
+    for name, (_, cosines, spacing) in zip(files, geometry):
+        if not np.allclose(cosines, first_cosines, atol=DIRECTION_ATOL * 10):
+            raise GenesisUserError(f"{name}: its ImageOrientationPatient {cosines.tolist()} differs from the first "
+                                   f"slice {files[0]} ({first_cosines.tolist()}) of the series in {folder}.")
+        if not np.allclose(spacing, first_spacing, rtol=DICOM_SPACING_RTOL, atol=0):
+            raise GenesisUserError(f"{name}: its PixelSpacing {spacing.tolist()} differs from the first slice "
+                                   f"{files[0]} ({first_spacing.tolist()}) of the series in {folder}.")
+    normal = np.cross(first_cosines[:3], first_cosines[3:6])
+    positions = np.array([g[0] for g in geometry]) @ normal
     gaps = np.diff(np.sort(positions))
     step = float(np.median(gaps))
     if step <= 0 or np.any(gaps <= step * DICOM_SPACING_RTOL):
@@ -77,13 +100,42 @@ def check_dicom_slice_positions(folder: Path, files: list[str]) -> None:
             f"read it at an averaged spacing; supply the complete series.")
 
 
+@dataclass(frozen=True)
+class Geometry:
+    """Where a volume's voxels lie: spacing in numpy axis order (z, y, x) as ``read_volume``
+    returns it; origin and row-major direction in SimpleITK's (x, y, z) order."""
+
+    spacing: tuple[float, ...]
+    origin: tuple[float, ...]
+    direction: tuple[float, ...]
+
+    @classmethod
+    def of(cls, image) -> "Geometry":
+        return cls(tuple(float(s) for s in image.GetSpacing()[::-1]), tuple(float(o) for o in image.GetOrigin()),
+                   tuple(float(d) for d in image.GetDirection()))
+
+    def differences(self, other: "Geometry") -> list[str]:
+        """The fields that differ beyond the tolerances, each as 'field A vs B'."""
+        out = []
+        for name, a, b, atol in (("spacing", self.spacing, other.spacing, SPACING_ATOL_MM),
+                                 ("origin", self.origin, other.origin, ORIGIN_ATOL_MM),
+                                 ("direction", self.direction, other.direction, DIRECTION_ATOL)):
+            if len(a) != len(b) or not np.allclose(a, b, rtol=0, atol=atol):
+                out.append(f"{name} {tuple(round(v, 6) for v in a)} vs {tuple(round(v, 6) for v in b)}")
+        return out
+
+
 def check_geometry(path: Path, image) -> None:
-    """Spacing finite and positive, direction invertible (what SimpleITK reports)."""
+    """Spacing finite and positive, origin finite, direction invertible (what SimpleITK
+    reports: the last guard after the header checks)."""
     check_spacing(path, image.GetSpacing(), "geometry")
+    origin = np.asarray(image.GetOrigin(), dtype=float)
+    if not np.isfinite(origin).all():
+        raise GenesisUserError(f"{path}: its origin {origin.tolist()} is not finite. Fix the header.")
     dim = image.GetDimension()
     direction = np.asarray(image.GetDirection(), dtype=float).reshape(dim, dim)
     if not np.all(np.isfinite(direction)) or abs(np.linalg.det(direction)) < 1e-6:
-        raise GenesisUserError(f"{path}: its direction matrix is not invertible ({direction.ravel().tolist()}). "
+        raise GenesisUserError(f"{path}: its direction matrix is singular ({direction.ravel().tolist()}). "
                                f"Fix the header.")
 
 
@@ -93,10 +145,9 @@ def read_image(path: str | os.PathLike):
     import SimpleITK as sitk
 
     path = Path(path)
-    if not path.exists():
-        raise GenesisUserError(f"{path}: does not exist.")
+    is_folder = check_input_path(path)
     try:
-        if path.is_dir():
+        if is_folder:
             files = dicom_series_files(path)
             check_dicom_slice_positions(path, files)
             reader = sitk.ImageSeriesReader()
@@ -106,7 +157,11 @@ def read_image(path: str | os.PathLike):
             verify_file(path)
             image = sitk.ReadImage(str(path))
     except RuntimeError as e:
-        raise GenesisUserError(f"{path}: SimpleITK could not read it ({error_detail(e)}).") from None
+        detail = error_detail(e)
+        if "orthonormal" in str(e) or re.fullmatch(r"[-+0-9.eE ]+", detail):  # ITK prints the matrix
+            raise GenesisUserError(f"{path}: its direction matrix is singular (SimpleITK: "
+                                   f"{' '.join(str(e).split())[-160:]}); fix the header.") from None
+        raise GenesisUserError(f"{path}: SimpleITK could not read it ({detail}).") from None
     check_geometry(path, image)
     return image
 
@@ -117,6 +172,12 @@ def read_volume(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, ...]]
     Returns ``(array, spacing)``: a float32 array of shape ``(1, Z, Y, X)`` (numpy axis
     order, as nnU-Net uses) and the spacing in the same axis order.
     """
+    array, geometry = read_volume_and_geometry(path)
+    return array, geometry.spacing
+
+
+def read_volume_and_geometry(path: str | os.PathLike) -> tuple[np.ndarray, Geometry]:
+    """``read_volume`` with the whole geometry (the channels of one case must share it)."""
     import SimpleITK as sitk
 
     path = Path(path)
@@ -131,7 +192,7 @@ def read_volume(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, ...]]
     if not np.isfinite(array).all():
         n = int(array.size - np.count_nonzero(np.isfinite(array)))
         raise GenesisUserError(f"{path}: contains {n} NaN/Inf voxels. Replace them with a finite value first.")
-    return array[None], tuple(float(s) for s in image.GetSpacing()[::-1])
+    return array[None], Geometry.of(image)
 
 
 def read_label_map(path: str | os.PathLike):

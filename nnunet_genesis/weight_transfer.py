@@ -34,6 +34,7 @@ import torch
 
 from nnunet_genesis.checkpoint import GenesisCheckpoint
 from nnunet_genesis.errors import GenesisUserError
+from nnunet_genesis.safe_text import printable
 from nnunet_genesis.network import unwrap_network
 from nnunet_genesis.transfer_report import TensorTransfer, TransferReport
 from nnunet_genesis.transfer_rules import Unmappable, adapt_tensor, describe_extra, extra_input_rule
@@ -190,7 +191,7 @@ def transfer_weights(network: torch.nn.Module, checkpoint: GenesisCheckpoint,
             raise GenesisUserError(
                 f"Checkpoint {ckpt_name} cannot be transferred into this network: the first "
                 f"tensor that does not fit is {key} with shape {tshape}, whose checkpoint "
-                f"counterpart {skey} has shape {list(src.shape)} ({e}). Stages are aligned "
+                f"counterpart {printable(skey)} has shape {list(src.shape)} ({e}). Stages are aligned "
                 f"from the top and by skip level; only kernel sizes, transposed-conv strides "
                 f"and the number of input channels are adapted, so the feature counts per "
                 f"stage must match. Pretrain with this dataset's plans "

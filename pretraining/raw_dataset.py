@@ -1,7 +1,7 @@
 """Reading, checking and writing the volumes as an nnU-Net raw dataset.
 
-Every volume is read once (``nnunet_genesis.volumes.read_volume`` checks it: readable, 3D,
-scalar, finite) and written as NIfTI into a staging folder next to the final dataset folder.
+Every volume is read once (``nnunet_genesis.volumes.read_volume_and_geometry`` checks it:
+readable, 3D, scalar, finite; the channels of a case must share one geometry) and written as NIfTI into a staging folder next to the final dataset folder.
 Only when every volume is fine (or ``--skip-bad`` drops the bad ones) is the staging folder
 renamed into place, so a failed run leaves no half-written dataset behind.
 
@@ -26,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from nnunet_genesis.errors import GenesisUserError
-from nnunet_genesis.volumes import read_volume, write_volume
+from nnunet_genesis.volumes import read_volume_and_geometry, write_volume
 from nnunet_genesis.pretraining.sources import BadInput, SourceCase
 
 FILE_ENDING = ".nii.gz"
@@ -43,10 +43,13 @@ class ConvertedCase:
 
 
 def _convert_case(identifier: str, case: SourceCase, staging: Path) -> ConvertedCase | BadInput:
-    arrays, spacing = [], None
+    """Read every channel of one case; the channels must share one grid (shape, spacing, origin,
+    direction): nnU-Net stacks them voxel by voxel, so a channel of another spacing or origin
+    would be trained on misaligned."""
+    arrays, spacing, first = [], None, None
     for channel in case.channels:
         try:
-            array, sp = read_volume(channel)
+            array, geometry = read_volume_and_geometry(channel)
         except GenesisUserError as e:
             text = str(e)
             prefix = f"{channel}: "
@@ -54,9 +57,15 @@ def _convert_case(identifier: str, case: SourceCase, staging: Path) -> Converted
         except MemoryError:
             return BadInput(str(channel), "too large to read into memory")
         if arrays and array.shape != arrays[0].shape:
-            return BadInput(str(channel), f"shape {array.shape[1:]} differs from channel 0 "
+            return BadInput(str(channel), f"shape {array.shape[1:]} differs from channel 0 {case.channels[0]} "
                                           f"({arrays[0].shape[1:]}) of the same case")
-        spacing = spacing or sp
+        differences = geometry.differences(first) if first is not None else []
+        if differences:
+            return BadInput(str(channel), f"its geometry differs from channel 0 {case.channels[0]} of the same case "
+                                          f"(this channel vs channel 0: {'; '.join(differences)}); the channels of "
+                                          f"one case must share spacing, origin and direction")
+        first = first or geometry
+        spacing = spacing or geometry.spacing
         arrays.append(array)
     for c, array in enumerate(arrays):
         write_volume(array[0], spacing, staging / "imagesTr" / f"{identifier}_{c:04d}{FILE_ENDING}")

@@ -21,6 +21,7 @@ made: docs/pretraining.md, "Training" and "Optimiser, presets and time budget".
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from time import perf_counter, time
 from typing import List, Union
@@ -37,7 +38,8 @@ from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.helpers import dummy_context
 
-from nnunet_genesis.checkpoint import safe_torch_load
+from nnunet_genesis.checkpoint import load_training_checkpoint, pretrained_weights_requested
+from nnunet_genesis.errors import GenesisUserError, refuse_training
 from nnunet_genesis.network import unwrap_network
 from nnunet_genesis.outputs import written_then_renamed
 from nnunet_genesis.pretraining.options import PretrainOptions
@@ -155,7 +157,15 @@ class nnUNetTrainerRestoration(nnUNetTrainer):
 
     def initialize(self):
         """Seeded initial weights, and the DDP wrap done here: nnU-Net's passes ``device_ids=[global rank]``,
-        which DDP rejects for CPU (gloo) modules and which names the wrong GPU beyond one node."""
+        which DDP rejects for CPU (gloo) modules and which names the wrong GPU beyond one node.
+        nnUNetv2_train's ``-pretrained_weights`` is refused first: nnU-Net would unpickle that file
+        with ``weights_only=False`` right after this method."""
+        if pretrained_weights_requested(sys.argv):
+            raise self._stopping(
+                f"{type(self).__name__} pretrains from random weights and does not take nnUNetv2_train's "
+                f"-pretrained_weights option: nnU-Net would unpickle that file with weights_only=False (code in "
+                f"it would run). Drop -pretrained_weights; continue a pretraining with --c (or 'nnunet-genesis "
+                f"pretrain -o OUT --resume').")
         is_ddp, self.is_ddp = self.is_ddp, False
         try:
             with torch.random.fork_rng(devices=[]):  # global RNG untouched
@@ -342,17 +352,30 @@ class nnUNetTrainerRestoration(nnUNetTrainer):
         """nnU-Net's checkpoint, written to a temp file and renamed (never half-written)."""
         if self.local_rank != 0 or self.disable_checkpointing:
             return super().save_checkpoint(filename)
-        with written_then_renamed(filename) as tmp:
-            super().save_checkpoint(str(tmp))
+        try:
+            with written_then_renamed(filename) as tmp:
+                super().save_checkpoint(str(tmp))
+        except GenesisUserError as e:  # a full disk: the last complete checkpoint stays, and the stop says so
+            raise refuse_training(f"{e} The last complete checkpoint in {self.output_folder} is kept: continue "
+                                  f"with 'nnunet-genesis pretrain -o OUT --resume' (or nnUNetv2_train ... --c).",
+                                  "training stopped") from None
 
     def load_checkpoint(self, filename_or_checkpoint: Union[dict, str]) -> None:
-        """nnU-Net's resume with the file read by ``torch.load(weights_only=True)``; nnU-Net's reads
-        with ``weights_only=False`` and (2.8.1) fails on a dict, so its body cannot be reused."""
+        """nnU-Net's resume with the file read by ``torch.load(weights_only=True)`` and verified against this
+        network (``load_training_checkpoint``: CRCs, keys, shapes, dtypes, finite values); a bad file stops
+        ``--c`` / ``--resume`` with the message, exit 2. nnU-Net's reads with ``weights_only=False`` and
+        (2.8.1) fails on a dict, so its body cannot be reused."""
         if not self.was_initialized:
             self.initialize()
         checkpoint = filename_or_checkpoint
         if not isinstance(checkpoint, dict):
-            checkpoint = safe_torch_load(filename_or_checkpoint, "Pretraining checkpoint", map_location=self.device)
+            try:
+                checkpoint = load_training_checkpoint(filename_or_checkpoint,
+                                                      unwrap_network(self.network).state_dict(),
+                                                      "Pretraining checkpoint", map_location=self.device)
+            except GenesisUserError as e:
+                raise self._stopping(f"{e} Delete it and start the pretraining again, or restore the checkpoint "
+                                     f"this run wrote.") from None
         weights = {k[7:] if k.startswith("module.") else k: v for k, v in checkpoint["network_weights"].items()}
         self.my_init_kwargs = checkpoint["init_args"]
         self.current_epoch = checkpoint["current_epoch"]
@@ -367,3 +390,10 @@ class nnUNetTrainerRestoration(nnUNetTrainer):
         source = filename_or_checkpoint if isinstance(filename_or_checkpoint, str) else "a checkpoint dict"
         self.print_to_log_file(f"Resuming {self.method_name} pretraining at epoch {self.current_epoch} "
                                f"(of {self.num_epochs}) from {source}")
+
+    def _stopping(self, message: str) -> GenesisUserError:
+        """Log why training stops (training log and stderr); returns the error to raise (exit 2, no traceback
+        also inside ``nnUNetv2_train``, which does not catch its trainers' errors)."""
+        self.print_to_log_file(f"\nnnU-Net Genesis: training not started.\n{message}\n", add_timestamp=False,
+                               also_print_to_console=False)
+        return refuse_training(message)

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nnunet_genesis.errors import GenesisUserError
-from nnunet_genesis.volumes import VOLUME_SUFFIXES, has_volume_suffix
+from nnunet_genesis.file_checks import check_input_path
+from nnunet_genesis.volumes import VOLUME_SUFFIXES, has_volume_suffix, is_dicom_file
 
 # Data files that belong to a header file (.mhd/.nhdr) in the same folder.
 _DETACHED_DATA_SUFFIXES = (".raw", ".zraw", ".raw.gz", ".img")
@@ -88,10 +89,12 @@ def scan_input(path: Path) -> ScanResult:
     """Cases and problems of one ``-i`` argument (folder, or one volume file)."""
     result = ScanResult()
     origin = f"-i {path}"
-    if not path.exists():
-        result.bad.append(BadInput(str(path), "does not exist"))
+    try:
+        is_folder = check_input_path(path)
+    except GenesisUserError as e:
+        result.bad.append(_bad(path, e))
         return result
-    if path.is_file():
+    if not is_folder:
         if has_volume_suffix(path):
             result.cases.append(SourceCase((path,), origin))
         else:
@@ -100,7 +103,14 @@ def scan_input(path: Path) -> ScanResult:
     for folder, dirnames, filenames in os.walk(path):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         folder = Path(folder)
-        files = sorted(f for f in filenames if not f.startswith("."))
+        files = []
+        for f in sorted(f for f in filenames if not f.startswith(".")):
+            try:  # a FIFO, device, dangling symlink or loop: named here, never opened
+                check_input_path(folder / f)
+                files.append(f)
+            except GenesisUserError as e:
+                result.bad.append(_bad(folder / f, e))
+        special = len(files) < len([f for f in filenames if not f.startswith(".")])
         volume_files = [f for f in files if has_volume_suffix(f)]
         others = [f for f in files if not has_volume_suffix(f)]
         has_header = any(f.lower().endswith(_HEADER_SUFFIXES) for f in files)
@@ -108,7 +118,7 @@ def scan_input(path: Path) -> ScanResult:
             others = [f for f in others if not f.lower().endswith(_DETACHED_DATA_SUFFIXES)]
         for f in volume_files:
             result.cases.append(SourceCase((folder / f,), origin))
-        if others:
+        if others and not special:  # GDCM opens every file of the folder, a FIFO too
             series = _dicom_series_files(folder)
             in_series = {os.path.basename(p) for files_ in series for p in files_}
             if len(series) == 1:
@@ -118,10 +128,18 @@ def scan_input(path: Path) -> ScanResult:
                     str(folder), f"holds {len(series)} DICOM series; put each series in its own folder"))
             for f in others:
                 if f not in in_series:
-                    result.bad.append(BadInput(str(folder / f), _unknown_extension(f)))
+                    result.bad.append(BadInput(str(folder / f), (
+                        "a DICOM file that GDCM could not read as a slice of the series in its folder (the file "
+                        "is damaged or truncated)") if series and is_dicom_file(folder / f) else _unknown_extension(f)))
     if not result.cases and not result.bad:
         result.bad.append(BadInput(str(path), "empty folder: it holds no volumes"))
     return result
+
+
+def _bad(path: Path, error: GenesisUserError) -> BadInput:
+    """A refusal of ``check_input_path`` as a line of the list of bad inputs."""
+    text, prefix = str(error), f"{path}: "
+    return BadInput(str(path), text[len(prefix):] if text.startswith(prefix) else text)
 
 
 def _unknown_extension(name: str) -> str:

@@ -7,11 +7,14 @@ by ``NNUNET_GENESIS_DATA``. In CI (``CI`` set) a missing folder is a failure, no
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+if str(Path(__file__).resolve().parent) not in sys.path:  # damage.py: helpers shared by the test folders
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def shared_data_dir() -> Path:

@@ -56,7 +56,7 @@ def test_an_upward_import_from_the_core_breaks_the_contract(tmp_path):
     """The check can fail: the core's error module importing the workflows is reported."""
     tree = installed_layout(tmp_path / "site")
     errors = tree / "nnunet_genesis" / "errors.py"
-    errors.write_text(errors.read_text() + "\nimport nnunet_genesis.workflows.pipeline  # noqa\n")
+    errors.write_text(errors.read_text(encoding="utf-8") + "\nimport nnunet_genesis.workflows.pipeline  # noqa\n")
     result = lint_imports(tree)
     assert result.returncode != 0
     assert "nnunet_genesis.errors -> nnunet_genesis.workflows.pipeline" in result.stdout
@@ -74,7 +74,7 @@ def has_reason(lines: list[str], lineno: int) -> bool:
 
 def function_level_project_imports(path: Path) -> list[str]:
     """``file:line`` of each import of a project module inside a function without a ``# lazy:`` reason."""
-    source = path.read_text()
+    source = path.read_text(encoding="utf-8")
     lines = source.splitlines()
     found = []
 

@@ -21,12 +21,15 @@ from typing import Any, Mapping
 from nnunet_genesis.blocks import read_json
 from nnunet_genesis.checkpoint import GenesisCheckpoint, load_checkpoint, sha256_of
 from nnunet_genesis.errors import GenesisUserError
-from nnunet_genesis.outputs import atomic_write_text
+from nnunet_genesis.outputs import atomic_write_text, check_output_file, json_object_with
 from nnunet_genesis.trainers.plans_block import PLANS_KEY
 from nnunet_genesis.weight_transfer import cascade_image_channels, transfer_weights
 
 DEFAULT_SOURCE_PLANS = "nnUNetPlans"
 DEFAULT_VARIANT = "nnUNetPlans_genesis"
+# A plans variant attach wrote carries the genesis block: the only existing file -n may replace
+# (nnU-Net's dataset.json, fingerprint, splits and plans never, even with --force).
+OUR_VARIANT = json_object_with(**{PLANS_KEY: dict})
 # Metadata copied into the plans so the results folder says what the checkpoint was.
 _SUMMARY_KEYS = ("format_version", "source", "network_class", "input_channels", "output_channels",
                  "created", "versions", "pretraining", "plans_name", "dataset_name", "configuration")
@@ -140,6 +143,8 @@ def attach(dataset: str, checkpoint: str | os.PathLike, source_plans: str = DEFA
         raise GenesisUserError(f"Invalid plans variant name {variant_name!r} (give a bare name such "
                                f"as {DEFAULT_VARIANT}).")
     folder = resolve_dataset_folder(dataset)
+    target = check_output_file(folder / f"{variant_name}.json", "-n", inputs=(folder / f"{source_plans}.json",
+                                                                              checkpoint), ours=OUR_VARIANT)
     source = read_json(folder / f"{source_plans}.json", "Source plans")
     dataset_json = read_json(folder / "dataset.json", "dataset.json")
     ckpt_path = Path(checkpoint).expanduser().resolve()
@@ -161,7 +166,6 @@ def attach(dataset: str, checkpoint: str | os.PathLike, source_plans: str = DEFA
 
     variant = build_variant(source, variant_name, source_plans, ckpt_path, sha256, loaded.metadata,
                             transfer_check, allow_partial)
-    target = folder / f"{variant_name}.json"
     if target.exists() and not force:
         existing = read_json(target, "Existing plans variant")
         if not _same_variant(existing, variant):

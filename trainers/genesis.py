@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import sys
 from os.path import join
-from typing import Sequence
-
 import torch
 
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunet_genesis.checkpoint import load_checkpoint, safe_torch_load
+from nnunet_genesis.checkpoint import load_checkpoint, load_training_checkpoint, pretrained_weights_requested
 from nnunet_genesis.network import unwrap_network
+from nnunet_genesis.outputs import written_then_renamed
 from nnunet_genesis.errors import GenesisUserError, read_trainer_block, refuse_training
 
 from nnunet_genesis.trainers.freezing import ParameterFreezer
@@ -109,30 +108,60 @@ def _weight_fingerprint(network: torch.nn.Module) -> torch.Tensor:
         return torch.stack([p.detach().double().sum() for p in network.parameters()]).cpu()
 
 
-def pretrained_weights_requested(argv: Sequence[str]) -> bool:
-    """Whether a command line carries nnUNetv2_train's ``-pretrained_weights`` option."""
-    return any(a == "-pretrained_weights" or a.startswith("-pretrained_weights=") for a in argv)
-
-
 class nnUNetTrainerSafeLoading(nnUNetTrainer):
-    """nnU-Net's trainer that never unpickles code from its own checkpoints (``--c``, ``--val``).
+    """nnU-Net's trainer that never unpickles code from a file: the base of every trainer class shipped here.
 
-    nnU-Net's ``load_checkpoint`` reads the file with ``torch.load(weights_only=False)``, so a
-    ``checkpoint_latest.pth`` put into the output folder would run its code. The file is
-    first loaded with ``weights_only=True`` (tensors, plain containers and numeric numpy
-    scalars only) and refused if that fails; only then does nnU-Net's own method load it.
-    (Passing the loaded dict instead is not possible: nnU-Net 2.8's ``load_checkpoint``
-    only works with a file name.)
+    ``nnUNetv2_train -pretrained_weights FILE`` is refused in ``initialize`` (which nnU-Net calls
+    right before it loads FILE with ``torch.load(weights_only=False)``): nothing in FILE runs.
+    nnU-Net's ``load_checkpoint`` (``--c``, ``--val``) reads with ``weights_only=False`` too, so
+    the file is first loaded with ``weights_only=True`` and verified (CRCs, dtypes, finite values,
+    keys and shapes of this trainer's network; ``checkpoint.load_training_checkpoint``) and
+    refused with a clear message if that fails; only then does nnU-Net's own method load it.
+    (Passing the loaded dict instead is not possible: nnU-Net 2.8's ``load_checkpoint`` only
+    works with a file name.)
     """
+
+    def initialize(self):
+        if pretrained_weights_requested(sys.argv):
+            raise self._stopping(self.pretrained_weights_refusal())
+        super().initialize()
+
+    def pretrained_weights_refusal(self) -> str:
+        """Why ``-pretrained_weights`` is refused, and what to do instead."""
+        return (f"{type(self).__name__} does not take nnUNetv2_train's -pretrained_weights option: nnU-Net would "
+                f"unpickle that file with weights_only=False (code in it would run). To start from pretrained "
+                f"weights, attach a Genesis checkpoint ('nnunet-genesis attach') and train nnUNetTrainerGenesis; "
+                f"to start from random weights, drop -pretrained_weights.")
 
     def load_checkpoint(self, filename_or_checkpoint):
         if isinstance(filename_or_checkpoint, str):
+            if not self.was_initialized:
+                self.initialize()
             try:
-                safe_torch_load(filename_or_checkpoint, "nnU-Net training checkpoint")
+                load_training_checkpoint(filename_or_checkpoint, unwrap_network(self.network).state_dict())
             except GenesisUserError as e:
-                raise refuse_training(f"{e} Delete it and train without --c, or restore the checkpoint this "
-                                      f"training wrote.") from None
+                raise self._stopping(f"{e} Delete it and train without --c, or restore the checkpoint this "
+                                     f"training wrote.") from None
         super().load_checkpoint(filename_or_checkpoint)
+
+    def save_checkpoint(self, filename: str) -> None:
+        """nnU-Net's checkpoint, written to a temp file and renamed: a full disk or a kill never leaves
+        a half-written file over the last complete checkpoint, and the stop says how to continue."""
+        if self.local_rank != 0 or self.disable_checkpointing:
+            return super().save_checkpoint(filename)
+        try:
+            with written_then_renamed(filename) as tmp:
+                super().save_checkpoint(str(tmp))
+        except GenesisUserError as e:
+            raise refuse_training(f"{e} The last complete checkpoint in {self.output_folder} is kept: continue "
+                                  f"this training with the same nnUNetv2_train command and --c.",
+                                  "training stopped") from None
+
+    def _stopping(self, message: str) -> GenesisUserError:
+        """Log why training stops (training log and stderr); returns the error to raise (exit 2)."""
+        self.print_to_log_file(f"\nnnU-Net Genesis: training not started.\n{message}\n", add_timestamp=False,
+                               also_print_to_console=False)
+        return refuse_training(message)
 
 
 class nnUNetTrainerWarmupPoly(nnUNetTrainerSafeLoading):
@@ -193,15 +222,13 @@ class nnUNetTrainerGenesis(nnUNetTrainerWarmupPoly):
         own = self.start.warmup_epochs(self.num_epochs)
         return super().resolved_warmup_epochs() if own is None else own
 
-    def initialize(self):
-        # nnUNetv2_train's -pretrained_weights is loaded with torch.load(weights_only=False) right
-        # after this method returns: refuse here, before anything in that file can run.
-        if pretrained_weights_requested(sys.argv):
-            raise self._stopping(
-                f"{type(self).__name__} takes its weights from the Genesis checkpoint named in the plans "
+    def pretrained_weights_refusal(self) -> str:
+        return (f"{type(self).__name__} takes its weights from the Genesis checkpoint named in the plans "
                 f"({self.genesis_block.checkpoint}); nnUNetv2_train's -pretrained_weights option would "
                 f"unpickle another file with weights_only=False (its code would run) and overwrite them. "
                 f"Drop -pretrained_weights, or attach other weights with 'nnunet-genesis attach'.")
+
+    def initialize(self):
         super().initialize()
         self._fingerprint_after_init = _weight_fingerprint(unwrap_network(self.network))
         if self.start.frozen:
@@ -265,12 +292,6 @@ class nnUNetTrainerGenesis(nnUNetTrainerWarmupPoly):
             report.save_json(join(self.output_folder, TRANSFER_REPORT_NAME))
         self.genesis_transfer_report = report
         return report
-
-    def _stopping(self, message: str) -> GenesisUserError:
-        """Log why training stops (training log and stderr); returns the error to raise (exit 2)."""
-        self.print_to_log_file(f"\nnnU-Net Genesis: training not started.\n{message}\n", add_timestamp=False,
-                               also_print_to_console=False)
-        return refuse_training(message)
 
 
 class nnUNetTrainerScratch(nnUNetTrainerWarmupPoly):

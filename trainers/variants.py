@@ -13,9 +13,8 @@ nnU-Net finds a trainer by its class name in the modules of the ``nnUNet_extTrai
 
 from __future__ import annotations
 
-from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-
-from nnunet_genesis.trainers.genesis import nnUNetTrainerGenesis, nnUNetTrainerScratch, nnUNetTrainerWarmupPoly
+from nnunet_genesis.trainers.genesis import (nnUNetTrainerGenesis, nnUNetTrainerSafeLoading, nnUNetTrainerScratch,
+                                             nnUNetTrainerWarmupPoly)
 from nnunet_genesis.trainers.schedule_variants import SCHEDULE_MIXINS, PlansScheduleMixin
 from nnunet_genesis.trainers.starts import (SCHEDULES, SCRATCH_TRAINER, SHORT_SCHEDULE, STARTS, STOCK_TRAINER,
                                             trainer_name)
@@ -49,7 +48,7 @@ def _all_trainers() -> dict[str, type]:
     assert nnUNetTrainerScratch.__name__ == SCRATCH_TRAINER
     trainers.update(_with_schedules(nnUNetTrainerScratch, "Random initialisation, the Genesis trainers' schedule."))
     stock = trainer_name(STOCK_TRAINER, SHORT_SCHEDULE)
-    trainers[stock] = _trainer_class(stock, (PlansScheduleMixin, nnUNetTrainer),
+    trainers[stock] = _trainer_class(stock, (PlansScheduleMixin, nnUNetTrainerSafeLoading),
                                      "Stock nnU-Net (its SGD and poly schedule, no warm-up) for the plans' short "
                                      "schedule.")
     return trainers

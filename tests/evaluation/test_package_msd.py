@@ -82,10 +82,16 @@ def test_nnunet_image_names_and_existing_output(hippo_predictions, tmp_path):
     for f in sorted(hippo_predictions["images"].glob("*.nii.gz")):
         (images / f"{f.name[:-7]}_0000.nii.gz").symlink_to(f)
     out = tmp_path / "submission.zip"
-    out.write_bytes(b"previous")
+    with zipfile.ZipFile(out, "w") as zf:  # an earlier submission of this command
+        zf.writestr(f"{TASK}/hippocampus_001.nii.gz", b"previous")
+    previous = out.read_bytes()
     args = ["--task", TASK, "--pred", str(hippo_predictions["pred"]), "--images", str(images), "-o", str(out)]
     assert package(*args) == 2
-    assert out.read_bytes() == b"previous"  # never overwritten without --force
+    assert out.read_bytes() == previous  # never overwritten without --force
+    foreign = tmp_path / "notes.zip"
+    foreign.write_bytes(b"previous")
+    assert package(*args[:-1], str(foreign), "--force") == 2  # --force replaces only a submission zip
+    assert foreign.read_bytes() == b"previous"
     assert package(*args, "--force") == 0
     with zipfile.ZipFile(out) as zf:
         assert len(zf.namelist()) == 40

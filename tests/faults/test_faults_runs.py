@@ -127,7 +127,7 @@ def _(w, t):
 @case("pretrain/sbatch-newline")
 def _(w, t):
     return Case(["pretrain", "-i", str(w.ct.parent), "-o", str(t / "run"), "--slurm", str(t / "job.sh"),
-                 "--sbatch=--time=1:00:00\ntouch PWNED"], ("--sbatch", "control character", "one plain line"))
+                 "--sbatch=--time=1:00:00\ntouch PWNED"], ("--sbatch", "control character", "one line of printable characters"))
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

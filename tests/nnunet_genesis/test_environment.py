@@ -89,3 +89,13 @@ def test_every_shell_gets_one_line_per_assignment_and_cmd_refuses_what_it_cannot
     for bad in ("a & b", "50%", 'say "hi"', "a\nb"):
         with pytest.raises(GenesisUserError, match="cmd.exe"):
             envmod.format_assignment("X", bad, "cmd")
+
+
+def test_env_says_a_file_is_a_file_not_a_missing_folder(tmp_path):
+    """It used to say '(folder does not exist yet)' for a path that is a file."""
+    (tmp_path / "raw").write_text("x")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    assert "a file, not a folder" in envmod.folder_status("nnUNet_raw", {"nnUNet_raw": str(tmp_path / "raw")})
+    assert "leads nowhere" in envmod.folder_status("nnUNet_raw", {"nnUNet_raw": str(tmp_path / "dangling")})
+    assert "does not exist yet" in envmod.folder_status("nnUNet_raw", {"nnUNet_raw": str(tmp_path / "new")})
+    assert envmod.folder_status("nnUNet_raw", {"nnUNet_raw": str(tmp_path)}) == f"nnUNet_raw={tmp_path}"

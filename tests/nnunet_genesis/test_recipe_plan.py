@@ -502,3 +502,37 @@ def test_task_twice_refuses_an_unfinished_other_recipe_or_leaving_out_its_own_ta
     assert "leaves it out" in err and "--task Task04_Hippocampus" in err
     err = _refusal(fake, capsys, "--task", "Task04_Hippocampus", "--task", "Task04_Hippocampus", "--print-commands")
     assert "given twice" in err
+
+
+# -- issue 31: what the recipe trains with and writes into scripts ------------------------------------
+@pytest.mark.parametrize("trainer", ["nnUNetTrainer", "nnUNetTrainerScratch", "nnUNetTrainerGenesisPretrain"])
+def test_refuses_a_trainer_that_does_not_load_the_checkpoint(fake, capsys, trainer):
+    err = _refusal(fake, capsys, "--trainer", trainer, "--print-commands")
+    assert f"--trainer {trainer}" in err and "does not load the Genesis checkpoint" in err and "--baseline" in err
+
+
+def test_accepts_the_users_own_genesis_subclass_by_name_and_a_scratch_baseline(fake, capsys):
+    plan = _plan(fake, "--trainer", "nnUNetTrainerGenesisMine", "--baseline", "nnUNetTrainer",
+                 "--plain-trainer", "nnUNetTrainerScratch")
+    assert plan.settings.trainer == "nnUNetTrainerGenesisMine" and plan.settings.baseline_trainer == "nnUNetTrainer"
+
+
+def test_refuses_test_images_that_are_a_file_or_of_another_ending(fake, capsys, tmp_path):
+    (tmp_path / "ts_file").write_text("x")
+    assert "is a file, not a folder" in _refusal(fake, capsys, "--images-ts", str(tmp_path / "ts_file"))
+    (tmp_path / "ts").mkdir()
+    (tmp_path / "ts" / "hippocampus_002_0000.nrrd").write_bytes(b"x")
+    err = _refusal(fake, capsys, "--images-ts", str(tmp_path / "ts"))
+    assert "no '*.nii.gz' images" in err and ".nrrd" in err
+
+
+def test_sbatch_values_are_quoted_and_newlines_refused(fake, capsys, tmp_path):
+    script = tmp_path / "jobs.sh"
+    err = _refusal(fake, capsys, "--slurm", str(script), "--sbatch", "--partition=gpu\ntouch /tmp/ran")
+    assert "--sbatch" in err and "'\\n'" in err and not script.exists()
+    assert cli.main(_args(fake, "--slurm", str(script), "--sbatch", "--comment=a b; touch /tmp/ran")) == 0
+    text = script.read_text()
+    assert "#SBATCH '--comment=a b; touch /tmp/ran'" in text
+    assert not any(line.startswith("touch") for line in text.splitlines())
+    script.write_text("#!/bin/bash\necho mine\n")  # the user's own script is never replaced
+    assert "not written by this command" in _refusal(fake, capsys, "--slurm", str(script))

@@ -239,7 +239,7 @@ def test_launchers_that_disagree_are_refused(tmp_path, monkeypatch):
         check(False, run=["Dataset901_GenesisPretrain", "genesisPretrainPlans", "3d_fullres", 0], out="/elsewhere")
     fold = state.output_folder()
     fold.mkdir(parents=True)
-    (fold / "checkpoint_latest.pth").write_bytes(b"")
+    torch.save({"network_weights": {}}, fold / "checkpoint_latest.pth")  # a checkpoint --resume can read
     with pytest.raises(GenesisUserError, match="would train from epoch 0 over it"):
         check(False)
     check(True)
@@ -287,7 +287,7 @@ def test_slurm_writes_the_multi_node_script_and_trains_nothing(hippo, tmp_path, 
     # no checkpoint yet: no --resume
     assert run.training_script_args == [str(out.resolve()), "--device", "cuda", "--workers", "0"]
     fold.mkdir(parents=True)
-    (fold / "checkpoint_latest.pth").write_bytes(b"")
+    torch.save({"network_weights": {}}, fold / "checkpoint_latest.pth")  # a checkpoint --resume can read
     assert get_args_parser().parse_args(srun_argv()[4:]).training_script_args[-1] == "--resume"
 
     # the run already in OUT, for another cluster shape: --resume writes its script without preparing again

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
+from damage import bit_flipped
 from nnunet_genesis.checkpoint import load_checkpoint, sha256_of
 from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.trainers import genesis as g
@@ -165,3 +167,102 @@ def test_weights_are_transferred_only_when_training_starts_fresh(env, hippocampu
     with pytest.raises(GenesisUserError, match="does not exist"):
         fresh.on_train_start()
     assert started == [1]  # stopped before nnU-Net's own start-up (data loaders, plans copy)
+
+
+def test_every_shipped_trainer_refuses_pretrained_weights_before_loading(env, hippocampus_plans,
+                                                                         make_genesis_checkpoint, tmp_path,
+                                                                         monkeypatch):
+    """nnU-Net loads -pretrained_weights with weights_only=False right after initialize(): every class of
+    this package (the scratch and stock partners included) derives the refusal from nnUNetTrainerSafeLoading."""
+    from nnunet_genesis.pretraining.trainer import nnUNetTrainerGenesisPretrain
+
+    assert all(issubclass(cls, g.nnUNetTrainerSafeLoading) for cls in variants.TRAINERS.values())
+    assert issubclass(variants.nnUNetTrainerStock_demo, g.nnUNetTrainerSafeLoading)
+    assert "-pretrained_weights" in nnUNetTrainerGenesisPretrain.initialize.__doc__  # its own refusal (other layer)
+    ckpt = make_genesis_checkpoint(tmp_path / "genesis.pth")
+    monkeypatch.setattr("sys.argv", ["nnUNetv2_train", "4", "3d_fullres", "0", "-pretrained_weights", "EVIL"])
+    for cls, plans in ((variants.nnUNetTrainerScratch_smoke, _plans(hippocampus_plans, name="nnUNetPlans")),
+                       (variants.nnUNetTrainerGenesis_smoke, _plans(hippocampus_plans, ckpt))):
+        trainer = _trainer(cls, plans, env)
+        with pytest.raises(GenesisUserError, match="-pretrained_weights") as e:
+            trainer.initialize()
+        assert "weights_only=False" in str(e.value) and not trainer.was_initialized
+
+
+@pytest.fixture()
+def training_checkpoint(env, hippocampus_plans, tmp_path):
+    """A scratch trainer, initialised, and the nnU-Net training checkpoint it wrote."""
+    trainer = _trainer(variants.nnUNetTrainerScratch_smoke, _plans(hippocampus_plans, name="nnUNetPlans"), env)
+    trainer.initialize()
+    trainer.current_epoch = 1
+    path = tmp_path / "checkpoint_latest.pth"
+    trainer.save_checkpoint(str(path))
+    return trainer, path
+
+
+def _resave(path, damage):
+    obj = torch.load(path, weights_only=False)  # the test's own file
+    damage(obj)
+    torch.save(obj, path)
+
+
+def _nan_first(obj):
+    w = obj["network_weights"]
+    key = next(k for k, v in w.items() if v.is_floating_point())
+    w[key] = w[key].clone().fill_(float("nan"))
+
+
+def _other_architecture(obj):
+    w = obj["network_weights"]
+    key = next(k for k in w if k.endswith("conv.weight"))
+    w[key] = torch.zeros(7, *w[key].shape[1:])
+
+
+@pytest.mark.parametrize("damage, needles", [
+    (None, ("fails its CRC check",)),
+    (lambda o: o.pop("network_weights"), ("lacks ['network_weights']",)),
+    (lambda o: o.update(network_weights=[1, 2]), ("'network_weights' is a list",)),
+    (_other_architecture, ("has shape [7,", "this trainer's network needs [32,")),
+    (lambda o: o["network_weights"].pop(next(iter(o["network_weights"]))), ("lacks 'encoder.",)),
+    (_nan_first, ("NaN",)),
+    (lambda o: o.update(network_weights={k: v.to(torch.int64) for k, v in o["network_weights"].items()}),
+     ("stored as int64",)),
+])
+def test_continue_verifies_the_training_checkpoint_against_the_network(training_checkpoint, damage, needles):
+    """--c: nnU-Net's loader would train on (or fail with a traceback on) whatever the file holds."""
+    trainer, path = training_checkpoint
+    trainer.current_epoch = 0
+    trainer.load_checkpoint(str(path))  # intact: loads
+    assert trainer.current_epoch == 2  # nnU-Net saves the epoch to continue with
+    if damage is None:
+        bit_flipped(path, path)
+    else:
+        _resave(path, damage)
+    with pytest.raises(GenesisUserError) as e:
+        trainer.load_checkpoint(str(path))
+    assert str(path) in str(e.value) and all(n in str(e.value) for n in needles), str(e.value)
+
+
+def test_a_full_disk_while_saving_keeps_the_last_complete_checkpoint(env, hippocampus_plans, monkeypatch, capsys):
+    """nnU-Net writes checkpoints in place: a full disk left a truncated checkpoint_latest.pth over the
+    last complete one. Now the write goes to a temp file, and the stop says how to continue."""
+    import errno
+
+    trainer = _trainer(variants.nnUNetTrainerScratch_smoke, _plans(hippocampus_plans, name="nnUNetPlans"), env)
+    trainer.initialize()
+    latest = Path(trainer.output_folder) / "checkpoint_latest.pth"
+    latest.parent.mkdir(parents=True, exist_ok=True)
+    latest.write_bytes(b"the last complete checkpoint")
+
+    def full_disk(obj, f, *args, **kwargs):
+        Path(f).write_bytes(b"half a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device", str(f))
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(SystemExit) as e:
+        trainer.save_checkpoint(str(latest))
+    assert e.value.code == 2
+    assert latest.read_bytes() == b"the last complete checkpoint"
+    assert sorted(p.name for p in latest.parent.iterdir() if p.name.endswith(".tmp")) == []
+    err = capsys.readouterr().err
+    assert "training stopped" in err and "file system is full" in err and "--c" in err

@@ -20,6 +20,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from damage import bit_flipped
 from nnunet_genesis.checkpoint import load_checkpoint, numpy_safe_globals, save_checkpoint, sha256_of
 from nnunet_genesis.trainers.attach import attach
 
@@ -170,20 +171,64 @@ def test_pretrained_weights_option_never_unpickles_the_file(cmd_env, make_genesi
     assert not list(_output_folder(cmd_env, plans).glob("checkpoint_*.pth"))
 
 
-def test_continue_refuses_a_training_checkpoint_that_needs_code(cmd_env, make_genesis_checkpoint, tmp_path,
-                                                                 monkeypatch):
-    """--c loads checkpoint_latest.pth with nnU-Net's weights_only=False; the trainers check it first."""
-    plans = "nnUNetPlans_genesisCmdEvilContinue"
+@pytest.mark.parametrize("damage, needle", [("code", "holds the global"), ("bitflip", "fails its CRC check")])
+def test_continue_refuses_a_training_checkpoint_that_needs_code(damage, needle, cmd_env, make_genesis_checkpoint,
+                                                                 tmp_path, monkeypatch):
+    """--c loads checkpoint_latest.pth with nnU-Net's weights_only=False; the trainers load and verify it
+    first (a code-carrying pickle, a flipped bit: refused, exit 2, no traceback). Missing keys, other
+    architectures, NaN and integer weights: test_genesis_trainer.py, in-process."""
+    plans = f"nnUNetPlans_genesisCmdContinue{damage.capitalize()}"
     monkeypatch.setenv("nnUNet_preprocessed", cmd_env["nnUNet_preprocessed"])
     monkeypatch.setenv("nnUNet_raw", cmd_env["nnUNet_raw"])
     attach("4", make_genesis_checkpoint(tmp_path / "genesis_final.pth"), variant_name=plans)
     out = _output_folder(cmd_env, plans)
     out.mkdir(parents=True)
     marker = tmp_path / "code_ran"
-    _evil_checkpoint(out / "checkpoint_latest.pth", marker)
+    if damage == "code":
+        _evil_checkpoint(out / "checkpoint_latest.pth", marker)
+    else:
+        ckpt = make_genesis_checkpoint(out / "checkpoint_latest.pth")
+        bit_flipped(ckpt, ckpt)
     r = _run([str(BIN / "nnUNetv2_train"), "4", "3d_fullres", "0", "-tr", TRAINER, "-p", plans, "-device", "cpu",
               "--c"], cmd_env)
     assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
     assert not marker.exists()
-    assert "checkpoint_latest.pth" in r.stderr and "Traceback" not in r.stderr
+    assert "checkpoint_latest.pth" in r.stderr and needle in r.stderr and "Traceback" not in r.stderr
+    assert "weights_only=False" not in r.stderr  # torch's advice is never passed on
+
+
+def test_scratch_trainer_refuses_pretrained_weights(cmd_env, tmp_path):
+    """The package's scratch (and stock) trainers refuse -pretrained_weights as the Genesis ones do:
+    nnU-Net would unpickle the file with weights_only=False."""
+    marker = tmp_path / "code_ran"
+    evil = _evil_checkpoint(tmp_path / "evil.pth", marker)
+    r = _run([str(BIN / "nnUNetv2_train"), "4", "3d_fullres", "0", "-tr", "nnUNetTrainerScratch_smoke", "-p",
+              "nnUNetPlans", "-device", "cpu", "-pretrained_weights", str(evil)], cmd_env)
+    assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
+    assert not marker.exists()
+    assert "-pretrained_weights" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_pretraining_trainer_continue_refuses_a_hostile_checkpoint(cmd_env, tmp_path):
+    """nnUNetv2_train -tr nnUNetTrainerGenesisPretrain --c: the refusal is a message and exit 2, no traceback."""
+    from nnunet_genesis.pretraining.launch import RunState
+
+    out = tmp_path / "pretrain"
+    r = _run([str(BIN / "nnunet-genesis"), "pretrain", "-d", "4", "--plans-from", "4", "-o", str(out), "--device",
+              "cpu", "--workers", "0", "--patch-size", "16", "16", "16", "--batch-size", "2", "--val-patches", "2",
+              "--prepare-only"], cmd_env)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    state = RunState.load(out)
+    fold = Path(state.output_folder())
+    fold.mkdir(parents=True, exist_ok=True)
+    marker = tmp_path / "code_ran"
+    _evil_checkpoint(fold / "checkpoint_latest.pth", marker)
+    env = dict(cmd_env, nnUNet_raw=str(state.nnunet_folders.raw),
+               nnUNet_preprocessed=str(state.nnunet_folders.preprocessed),
+               nnUNet_results=str(state.nnunet_folders.results))
+    r = _run([str(BIN / "nnUNetv2_train"), state.dataset_name, state.configuration, str(state.fold), "-tr",
+              "nnUNetTrainerGenesisPretrain", "-p", state.plans_identifier, "-device", "cpu", "--c"], env)
+    assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
+    assert not marker.exists()
+    assert "Pretraining checkpoint" in r.stderr and "holds the global" in r.stderr and "Traceback" not in r.stderr
 

@@ -167,5 +167,5 @@ def test_frozen_and_warmup_lengths_scale_with_the_epochs():
 
 def test_docs_table_of_starts_is_the_registry():
     """docs/trainers.md shows the registry's own table (regenerate it with markdown_table())."""
-    page = (Path(__file__).resolve().parents[2] / "docs" / "trainers.md").read_text()
+    page = (Path(__file__).resolve().parents[2] / "docs" / "trainers.md").read_text(encoding="utf-8")
     assert starts.markdown_table() in page

@@ -17,14 +17,16 @@ Every check below runs before anything does. See docs/recipe.md.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.workflows.recipe.folders import DatasetFacts, WorkDir, read_dataset_facts
-from nnunet_genesis.trainers.starts import scratch_partner
+from nnunet_genesis.trainers.starts import TRAINER_PREFIX, genesis_trainers, scratch_partner
 from nnunet_genesis.workflows.recipe.settings import DEFAULT_TRAINER, OtherTask, RecipeSettings, plain_partner
 from nnunet_genesis.workflows.recipe.plan import build_plan, ordered_configurations
 from nnunet_genesis.evaluation.msd_tasks import get_task, task_for_dataset_name
+from nnunet_genesis.evaluation.segmentations import DEFAULT_FILE_ENDING, file_ending_from_dataset_json
 from nnunet_genesis.workflows.recipe.state import check_same_recipe, finished_recipe_of_task, owns_output
 from nnunet_genesis.workflows.recipe.folders import trained_checkpoint_sha256
 from nnunet_genesis.checkpoint import load_checkpoint, sha256_of
@@ -34,6 +36,7 @@ from nnunet_genesis.workflows.recipe.render import render_commands, write_slurm
 from nnunet_genesis.workflows.recipe.runner import run_recipe
 
 _PARTNER = "\0partner"  # --baseline without a name: the plain partner of --trainer
+RESTORATION_TRAINER = "nnUNetTrainerGenesisPretrain"  # pretraining's trainer: it writes a checkpoint, loads none
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -123,15 +126,46 @@ def _folds(args: argparse.Namespace, facts: DatasetFacts) -> tuple[int, ...]:
     return tuple(folds)
 
 
-def _images_ts(args: argparse.Namespace, raw: Path | None, dataset: str) -> Path:
+def _images_ts(args: argparse.Namespace, raw: Path | None, dataset: str, ending: str) -> Path:
+    """The test images: an existing, readable folder holding readable images of the dataset's file
+    ending (the images themselves are read in full by package-msd before the zip is written)."""
     folder = args.images_ts if args.images_ts is not None else (raw / dataset / "imagesTs" if raw else None)
     if folder is None:
         raise GenesisUserError("nnUNet_raw is not set and no --images-ts was given: the recipe needs the test images.")
     folder = Path(folder).expanduser().resolve()
-    if not folder.is_dir() or not any(p.is_file() for p in folder.iterdir()):
-        raise GenesisUserError(f"Test images folder {folder} does not exist or holds no images; give the task's "
-                               f"imagesTs with --images-ts.")
+    hint = "give the task's imagesTs with --images-ts."
+    if not folder.exists():
+        raise GenesisUserError(f"Test images folder {folder} does not exist; {hint}")
+    if not folder.is_dir():
+        raise GenesisUserError(f"Test images folder {folder} is a file, not a folder; {hint}")
+    if not os.access(folder, os.R_OK | os.X_OK):
+        raise GenesisUserError(f"Test images folder {folder} cannot be read (permission denied).")
+    files = [p for p in folder.iterdir() if p.is_file()]
+    images = [p for p in files if p.name.endswith(ending)]
+    if not images:
+        found = sorted({"".join(p.suffixes) or p.name for p in files})
+        raise GenesisUserError(f"Test images folder {folder} holds no '*{ending}' images (the file ending of {dataset}'s "
+                               f"dataset.json)" + (f"; it holds {', '.join(found[:5])} files" if found else "") + f"; {hint}")
+    unreadable = sorted(p.name for p in images if not os.access(p, os.R_OK) or p.stat().st_size == 0)
+    if unreadable:
+        raise GenesisUserError(f"Test images folder {folder}: {', '.join(unreadable[:5])} cannot be read or are empty.")
     return folder
+
+
+def _check_trainer(trainer: str) -> None:
+    """Refuse a --trainer that does not load the Genesis checkpoint (the run would silently start from
+    scratch). Accepted: the registry's trainers and, by name, the user's own subclasses of
+    nnUNetTrainerGenesis, which must be named nnUNetTrainerGenesis* (the class is found by nnU-Net only
+    when it trains, so the name is what can be checked now)."""
+    if trainer in genesis_trainers():
+        return
+    if trainer.startswith(TRAINER_PREFIX) and not trainer.startswith(RESTORATION_TRAINER):
+        return
+    raise GenesisUserError(
+        f"--trainer {trainer}: does not load the Genesis checkpoint, so the Genesis arm would train from random "
+        f"weights. --trainer takes {TRAINER_PREFIX} or one of its variants (docs/trainers.md), or a subclass of "
+        f"{TRAINER_PREFIX} of your own named {TRAINER_PREFIX}*; a trainer from scratch belongs in --baseline "
+        f"{trainer}.")
 
 
 def _tasks(args: argparse.Namespace, dataset: str, results: Path) -> tuple[str | None, tuple[OtherTask, ...]]:
@@ -201,6 +235,7 @@ def resolve(args: argparse.Namespace):
 
     if args.sbatch and args.slurm is None:
         raise GenesisUserError("--sbatch adds lines to the SLURM script; it needs --slurm FILE.")
+    _check_trainer(args.trainer)
     folder = resolve_dataset_folder(args.dataset)
     results = _nnunet_folder("nnUNet_results")
     raw = Path(nnUNet_raw).resolve() if nnUNet_raw else None
@@ -233,7 +268,7 @@ def resolve(args: argparse.Namespace):
         dataset=facts.name, checkpoint=checkpoint, checkpoint_sha256=sha256_of(checkpoint),
         configurations=configurations, folds=folds, trainer=args.trainer, plain_trainer=plain,
         baseline_trainer=baseline, source_plans=args.plans, variant=args.variant, device=args.device,
-        images_ts=_images_ts(args, raw, facts.name), task=task, other_tasks=other_tasks, output=output,
+        images_ts=_images_ts(args, raw, facts.name, file_ending_from_dataset_json(folder) or DEFAULT_FILE_ENDING), task=task, other_tasks=other_tasks, output=output,
         work_dir=work.root)
     check_same_recipe(work, settings)
     load_checkpoint(checkpoint)  # refuses a file that is no Genesis checkpoint (attach checks the transfer)

@@ -17,8 +17,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from nnunet_genesis.safe_text import one_line
 from nnunet_genesis.environment import EXT_TRAINER_VAR, NNUNET_FOLDERS, ext_trainer_value, format_assignment
-from nnunet_genesis.outputs import atomic_write_text, check_output_file
+from nnunet_genesis.outputs import atomic_write_text, check_output_file, text_starting_with
 from nnunet_genesis.workflows.recipe.folders import FINISHED, SELECTION_FILES
 from nnunet_genesis.workflows.recipe.plan import (ATTACH, COMPARE, CV_TABLE, SELECT, TRAIN, RecipePlan, RecipeStep,
                                         prediction_steps)
@@ -26,8 +27,23 @@ from nnunet_genesis.workflows.recipe.settings import GENESIS_ARM, RecipeSettings
 from nnunet_genesis.workflows.recipe.runner import training_status
 
 
+SLURM_HEADER = "# SLURM jobs of the nnunet-genesis recipe for"
+
+
 def _line(command: Sequence[str]) -> str:
     return shlex.join(command)
+
+
+def check_script_values(plan: RecipePlan, sbatch: Sequence[str] = ()) -> None:
+    """Refuse a value with a newline or another control character before it reaches a script: in a
+    comment or an ``#SBATCH`` line the rest of the line would run as a shell command (values in
+    commands are quoted as well)."""
+    s = plan.settings
+    named = [("--sbatch", v) for v in sbatch] + [("recipe setting", v) for v in recipe_argv(s)]
+    named += [("nnUNet_results", str(plan.results_root))]
+    named += [(f"--task {t.task}", str(p)) for t in s.other_tasks for p in (t.predictions, t.images)]
+    for what, value in named:
+        one_line(value, what)
 
 
 def environment_lines() -> list[str]:
@@ -67,6 +83,7 @@ def render_commands(plan: RecipePlan) -> str:
     """Every command in dependency order, finished folds as comments."""
 
     s = plan.settings
+    check_script_values(plan)
     out = [f"# nnunet-genesis recipe for {s.dataset}: configurations {' '.join(s.configurations)}, folds "
            f"{' '.join(map(str, s.folds))}, trainer {s.trainer}"
            + (f", baseline {s.baseline_trainer}" if s.baseline_trainer else ""),
@@ -138,11 +155,11 @@ _TRAIN_FOLD = r'''train_fold() {  # FOLD_DIR, then the nnUNetv2_train command
 
 def _job(name: str, body: list[str], sbatch: Sequence[str], logs: Path, array: int | None = None,
          gpu: bool = False) -> list[str]:
-    head = ["#!/bin/bash", f"#SBATCH --job-name={name}",
-            f"#SBATCH --output={logs}/{name}_%A_%a.out" if array else f"#SBATCH --output={logs}/{name}_%j.out"]
+    log = f"--output={logs}/{name}_%A_%a.out" if array else f"--output={logs}/{name}_%j.out"
+    head = ["#!/bin/bash", f"#SBATCH --job-name={shlex.quote(name)}", f"#SBATCH {shlex.quote(log)}"]
     head += [f"#SBATCH --array=0-{array - 1}"] if array else []
     head += ["#SBATCH --gres=gpu:1"] if gpu else []
-    head += [f"#SBATCH {opt}" for opt in sbatch]
+    head += [f"#SBATCH {shlex.quote(opt)}" for opt in sbatch]  # sbatch reads quotes in #SBATCH lines
     preamble = ["set -euo pipefail", format_assignment("PATH", f"{Path(sys.executable).parent}") + ':"$PATH"',
                 *environment_lines()]
     return head + preamble + body
@@ -150,6 +167,7 @@ def _job(name: str, body: list[str], sbatch: Sequence[str], logs: Path, array: i
 
 def render_slurm(plan: RecipePlan, sbatch: Sequence[str] = (), path: Path | None = None) -> str:
     s = plan.settings
+    check_script_values(plan, sbatch)
     gpu = s.device == "cuda"
     logs = plan.work.root / "slurm_logs"
     jobs: list[tuple[str, list[str], str]] = []  # (shell variable, job script lines, dependency expression)
@@ -177,7 +195,7 @@ def render_slurm(plan: RecipePlan, sbatch: Sequence[str] = (), path: Path | None
     final = _line(["nnunet-genesis", "recipe", *recipe_argv(s), "--finish"])
     jobs.append(("final", _job("genesis-finish", [final], sbatch, logs, gpu=gpu), ":".join(f"${d}" for d in final_deps)))
 
-    out = ["#!/bin/bash", f"# SLURM jobs of the nnunet-genesis recipe for {s.dataset}, written by "
+    out = ["#!/bin/bash", f"{SLURM_HEADER} {s.dataset}, written by "
            f"'nnunet-genesis recipe --slurm'. Submit from a login node: bash {shlex.quote(str(path or 'THIS_FILE'))}",
            "# attach -> training arrays (one task per configuration and fold) -> final job (selection, comparison,",
            "# prediction, post-processing, package-msd). Submitting again skips finished folds.",
@@ -191,7 +209,9 @@ def render_slurm(plan: RecipePlan, sbatch: Sequence[str] = (), path: Path | None
 
 
 def write_slurm(plan: RecipePlan, path: Path, sbatch: Sequence[str] = ()) -> Path:
-    path = check_output_file(Path(path).expanduser().resolve(), "--slurm")
+    """Write the SLURM script; an existing file is replaced only if it is such a script."""
+    path = check_output_file(Path(path).expanduser().resolve(), "--slurm", inputs=(plan.settings.checkpoint,),
+                             ours=text_starting_with(f"#!/bin/bash\n{SLURM_HEADER} "))
     atomic_write_text(path, render_slurm(plan, sbatch, path))
     path.chmod(path.stat().st_mode | 0o111)
     return path
