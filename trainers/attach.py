@@ -66,6 +66,24 @@ def three_d_configurations(plans: Mapping[str, Any]) -> list[str]:
             if len(manager.get_configuration(name).patch_size) == 3]
 
 
+def plans_3d_configurations(plans: Mapping[str, Any], path: Path) -> list[str]:
+    """``three_d_configurations`` of plans read from ``path``, refused (exit 2) when they are not
+    the plans nnU-Net writes (``configurations`` a list, a configuration without its settings)."""
+    configurations = plans.get("configurations")
+    broken = (f"'configurations' is a {type(configurations).__name__}, not the mapping of configuration names to "
+              f"settings that nnU-Net writes" if not isinstance(configurations, Mapping) else
+              next((f"configuration {name!r} is a {type(c).__name__}, not its settings"
+                    for name, c in configurations.items() if not isinstance(c, Mapping)), None))
+    if broken:
+        raise GenesisUserError(f"Source plans {path}: {broken}. Restore the file or plan again "
+                               f"(nnUNetv2_plan_and_preprocess).")
+    try:
+        return three_d_configurations(plans)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise GenesisUserError(f"Source plans {path} cannot be read as nnU-Net plans ({type(e).__name__}: {e}). "
+                               f"Restore the file or plan again (nnUNetv2_plan_and_preprocess).") from None
+
+
 def dry_run_transfer(plans: Mapping[str, Any], dataset_json: Mapping[str, Any], configurations: list[str],
                      checkpoint: GenesisCheckpoint, allow_partial: bool = False) -> dict[str, dict[str, float]]:
     """Transfer the checkpoint onto a fresh network of each configuration; return the fractions.
@@ -151,7 +169,7 @@ def attach(dataset: str, checkpoint: str | os.PathLike, source_plans: str = DEFA
     loaded = load_checkpoint(ckpt_path)
     sha256 = sha256_of(ckpt_path)
 
-    available = three_d_configurations(source)
+    available = plans_3d_configurations(source, folder / f"{source_plans}.json")
     if configurations:
         unknown = [c for c in configurations if c not in available]
         if unknown:

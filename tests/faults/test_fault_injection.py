@@ -150,6 +150,36 @@ _attach_case("first-conv-weight-1d", lambda w, t: ckpt_with(w, t / "c.pth", lamb
 _attach_case("genesis-list", lambda w, t: ckpt_with(w, t / "c.pth", lambda o: o.update(genesis=[1])), "is a list")
 
 
+def _plans_with_configurations(w: World, t: Path, configurations) -> Case:
+    """A copy of the preprocessed dataset's plans whose 'configurations' is damaged."""
+    source = Path(w.nnunet["nnUNet_preprocessed"])
+    dataset = next(p for p in source.iterdir() if p.name.startswith("Dataset004"))
+    copy = t / "pre" / dataset.name
+    copy.mkdir(parents=True)
+    for name in ("dataset.json", "nnUNetPlans.json"):
+        shutil.copy(dataset / name, copy / name)
+    plans = json.loads((copy / "nnUNetPlans.json").read_text())
+    plans["configurations"] = configurations
+    (copy / "nnUNetPlans.json").write_text(json.dumps(plans))
+    c = _attach(w, w.ckpt)
+    c.env = {"nnUNet_preprocessed": str(t / "pre"), "nnUNet_raw": str(w.nnunet["nnUNet_raw"])}
+    return c
+
+
+@case("attach/plans-configurations-a-list")
+def _(w, t):
+    c = _plans_with_configurations(w, t, ["3d_fullres"])
+    c.needles = ("'configurations' is a list", "nnUNetPlans.json")
+    return c
+
+
+@case("attach/plans-configuration-without-settings")
+def _(w, t):
+    c = _plans_with_configurations(w, t, {"3d_fullres": "x"})
+    c.needles = ("configuration '3d_fullres' is a str, not its settings", "nnUNetPlans.json")
+    return c
+
+
 @case("attach/unknown-dataset")
 def _(w, t):
     c = _attach(w, w.ckpt)
