@@ -270,7 +270,6 @@ def load_checkpoint(path: str | os.PathLike, require_metadata: bool = True) -> G
     return GenesisCheckpoint(strip_prefixes(weights), dict(meta or {}), path)
 
 
-
 def verify_network_weights(weights: Mapping[Any, Any], where: str, entry: str = "'network_weights'",
                            expected: Mapping[str, torch.Tensor] | None = None) -> None:
     """Refuse weights that cannot be a network's: the one check every route runs before using them.
