@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, TypeVar
+import errno
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 T = TypeVar("T")
 
@@ -49,3 +51,22 @@ def read_trainer_block(reader: Callable[..., T], plans: Mapping[str, Any], train
         return reader(plans, who=f"Trainer {type(trainer).__name__}")
     except GenesisUserError as e:
         raise refuse_training(str(e)) from None
+
+
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+@contextmanager
+def stopped_on_a_full_disk(output_folder, how_to_continue: str) -> Iterator[None]:
+    """A full disk (or quota, or a read-only file system) while nnU-Net writes its own files (log,
+    progress.png, validation outputs) stops a training with exit 2 and says how to continue,
+    instead of a traceback; the trainers keep the last complete checkpoint (they write it to a
+    temp file and rename it)."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in FULL_DISK:
+            raise
+        raise refuse_training(f"Writing {e.filename or 'an output'} failed: {e.strerror}. The last complete "
+                              f"checkpoint in {output_folder} is kept: free some space, then continue "
+                              f"{how_to_continue}.", "training stopped") from None

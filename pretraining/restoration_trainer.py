@@ -39,7 +39,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.helpers import dummy_context
 
 from nnunet_genesis.checkpoint import load_training_checkpoint, pretrained_weights_requested
-from nnunet_genesis.errors import GenesisUserError, refuse_training
+from nnunet_genesis.errors import GenesisUserError, refuse_training, stopped_on_a_full_disk
 from nnunet_genesis.network import unwrap_network
 from nnunet_genesis.outputs import written_then_renamed
 from nnunet_genesis.pretraining.options import PretrainOptions
@@ -179,10 +179,12 @@ class nnUNetTrainerRestoration(nnUNetTrainer):
 
     def run_training(self):
         """nnU-Net's loop; the time budget ends it early (then ``on_train_end`` as usual)."""
-        try:
-            super().run_training()
-        except TimeBudgetReached:
-            self.on_train_end()
+        with stopped_on_a_full_disk(self.output_folder, "with 'nnunet-genesis pretrain -o OUT --resume' (or "
+                                                        "nnUNetv2_train ... --c)"):
+            try:
+                super().run_training()
+            except TimeBudgetReached:
+                self.on_train_end()
 
     # ----------------------------------------------------------------- data
     def get_training_transforms(self, patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes,

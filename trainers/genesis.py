@@ -29,7 +29,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunet_genesis.checkpoint import load_checkpoint, load_training_checkpoint, pretrained_weights_requested
 from nnunet_genesis.network import unwrap_network
 from nnunet_genesis.outputs import written_then_renamed
-from nnunet_genesis.errors import GenesisUserError, read_trainer_block, refuse_training
+from nnunet_genesis.errors import GenesisUserError, read_trainer_block, refuse_training, stopped_on_a_full_disk
 
 from nnunet_genesis.trainers.freezing import ParameterFreezer
 from nnunet_genesis.trainers.plans_block import GenesisPlansBlock
@@ -38,6 +38,7 @@ from nnunet_genesis.trainers.starts import DEFAULT_START, Start
 from nnunet_genesis.weight_transfer import cascade_image_channels, transfer_weights
 
 TRANSFER_REPORT_NAME = "genesis_transfer_report.json"
+CONTINUE_WITH_C = "with the same nnUNetv2_train command and --c"
 
 
 def _norm_modules(module: torch.nn.Module) -> list[torch.nn.Module]:
@@ -144,6 +145,15 @@ class nnUNetTrainerSafeLoading(nnUNetTrainer):
                                      f"training wrote.") from None
         super().load_checkpoint(filename_or_checkpoint)
 
+    def run_training(self):
+        # nnU-Net's own writes (log, progress.png) end in a traceback on a full disk: a stop instead
+        with stopped_on_a_full_disk(self.output_folder, CONTINUE_WITH_C):
+            super().run_training()
+
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        with stopped_on_a_full_disk(self.output_folder, CONTINUE_WITH_C):
+            super().perform_actual_validation(save_probabilities)
+
     def save_checkpoint(self, filename: str) -> None:
         """nnU-Net's checkpoint, written to a temp file and renamed: a full disk or a kill never leaves
         a half-written file over the last complete checkpoint, and the stop says how to continue."""
@@ -154,8 +164,7 @@ class nnUNetTrainerSafeLoading(nnUNetTrainer):
                 super().save_checkpoint(str(tmp))
         except GenesisUserError as e:
             raise refuse_training(f"{e} The last complete checkpoint in {self.output_folder} is kept: continue "
-                                  f"this training with the same nnUNetv2_train command and --c.",
-                                  "training stopped") from None
+                                  f"{CONTINUE_WITH_C}.", "training stopped") from None
 
     def _stopping(self, message: str) -> GenesisUserError:
         """Log why training stops (training log and stderr); returns the error to raise (exit 2)."""

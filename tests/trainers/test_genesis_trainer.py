@@ -266,3 +266,25 @@ def test_a_full_disk_while_saving_keeps_the_last_complete_checkpoint(env, hippoc
     assert sorted(p.name for p in latest.parent.iterdir() if p.name.endswith(".tmp")) == []
     err = capsys.readouterr().err
     assert "training stopped" in err and "file system is full" in err and "--c" in err
+
+
+def test_a_full_disk_in_nnunets_own_writes_stops_the_training_with_a_message(env, hippocampus_plans, monkeypatch,
+                                                                              capsys):
+    """progress.png, logs and validation outputs are written by nnU-Net itself: a full disk there ended
+    in a traceback."""
+    import errno
+
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    trainer = _trainer(variants.nnUNetTrainerScratch_smoke, _plans(hippocampus_plans, name="nnUNetPlans"), env)
+
+    def full_disk(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", "progress.png")
+
+    for hook in ("run_training", "perform_actual_validation"):
+        monkeypatch.setattr(nnUNetTrainer, hook, full_disk)
+        with pytest.raises(SystemExit) as e:
+            getattr(trainer, hook)()
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert "training stopped" in err and "progress.png" in err and "--c" in err
