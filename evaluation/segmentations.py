@@ -9,22 +9,19 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 
 from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.file_checks import check_input_path, error_detail
+# the one geometry comparison, shared with the readers' channel check
+from nnunet_genesis.volumes import DIRECTION_ATOL, ORIGIN_ATOL_MM, SPACING_ATOL_MM, Geometry  # noqa: F401
 
 DEFAULT_FILE_ENDING = ".nii.gz"
 # nnU-Net's channel suffix on image files: case_0000.nii.gz, case_0001.nii.gz, ...
 _CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
 # Geometry tolerances: far below any voxel size, above float32 header rounding.
-SPACING_ATOL_MM = 1e-3
-ORIGIN_ATOL_MM = 1e-3
-DIRECTION_ATOL = 1e-4
 
 
 def strip_ending(name: str, file_ending: str) -> str | None:
@@ -84,50 +81,6 @@ def file_ending_from_dataset_json(folder: Path) -> str | None:
     except (json.JSONDecodeError, OSError, AttributeError):
         return None
     return ending if isinstance(ending, str) and ending.startswith(".") else None
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """Spatial layout of an image in ITK terms (x, y, z order), first three axes only."""
-
-    size: tuple[int, ...]
-    spacing: tuple[float, ...]
-    origin: tuple[float, ...]
-    direction: tuple[float, ...]  # row-major 3x3
-
-    @classmethod
-    def of(cls, image) -> "Geometry":
-        """Geometry of a SimpleITK image or ImageFileReader (after ReadImageInformation)."""
-        dim = image.GetDimension()
-        size = tuple(int(s) for s in image.GetSize())
-        direction = np.asarray(image.GetDirection(), dtype=float).reshape(dim, dim)
-        k = min(dim, 3)
-        return cls(size[:k], tuple(float(s) for s in image.GetSpacing()[:k]),
-                   tuple(float(o) for o in image.GetOrigin()[:k]),
-                   tuple(direction[:k, :k].ravel().tolist()))
-
-    @property
-    def spacing_zyx(self) -> tuple[float, ...]:
-        """Spacing in numpy axis order (as SimpleITK's GetArrayFromImage returns arrays)."""
-        return tuple(reversed(self.spacing))
-
-    def differences(self, other: "Geometry") -> list[str]:
-        """Human-readable differences from ``other`` (empty when they match)."""
-        out = []
-        if self.size != other.size:
-            out.append(f"size {self.size} vs {other.size}")
-            return out
-        if not np.allclose(self.spacing, other.spacing, rtol=0, atol=SPACING_ATOL_MM):
-            out.append(f"spacing {_fmt(self.spacing)} vs {_fmt(other.spacing)}")
-        if not np.allclose(self.origin, other.origin, rtol=0, atol=ORIGIN_ATOL_MM):
-            out.append(f"origin {_fmt(self.origin)} vs {_fmt(other.origin)}")
-        if not np.allclose(self.direction, other.direction, rtol=0, atol=DIRECTION_ATOL):
-            out.append(f"direction {_fmt(self.direction)} vs {_fmt(other.direction)}")
-        return out
-
-
-def _fmt(values) -> str:
-    return "(" + ", ".join(f"{v:.6g}" for v in values) + ")"
 
 
 def read_geometry(path: Path) -> Geometry:

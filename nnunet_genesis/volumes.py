@@ -25,7 +25,7 @@ from nnunet_genesis.file_checks import check_input_path, check_spacing, dicom_sl
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 DICOM_SPACING_RTOL = 0.01  # slice gaps may differ by 1 % (rounding in ImagePositionPatient)
-# channels of one case must share one grid (the tolerances of evaluate's geometry comparison)
+# one grid: a prediction and its reference, the channels of one case (Geometry.differences)
 SPACING_ATOL_MM, ORIGIN_ATOL_MM, DIRECTION_ATOL = 1e-3, 1e-3, 1e-4
 
 
@@ -102,27 +102,46 @@ def check_dicom_slice_positions(folder: Path, files: list[str]) -> None:
 
 @dataclass(frozen=True)
 class Geometry:
-    """Where a volume's voxels lie: spacing in numpy axis order (z, y, x) as ``read_volume``
-    returns it; origin and row-major direction in SimpleITK's (x, y, z) order."""
+    """Spatial layout of an image in ITK terms (x, y, z order), first three axes only."""
 
+    size: tuple[int, ...]
     spacing: tuple[float, ...]
     origin: tuple[float, ...]
-    direction: tuple[float, ...]
+    direction: tuple[float, ...]  # row-major 3x3
 
     @classmethod
     def of(cls, image) -> "Geometry":
-        return cls(tuple(float(s) for s in image.GetSpacing()[::-1]), tuple(float(o) for o in image.GetOrigin()),
-                   tuple(float(d) for d in image.GetDirection()))
+        """Geometry of a SimpleITK image or ImageFileReader (after ReadImageInformation)."""
+        dim = image.GetDimension()
+        size = tuple(int(s) for s in image.GetSize())
+        direction = np.asarray(image.GetDirection(), dtype=float).reshape(dim, dim)
+        k = min(dim, 3)
+        return cls(size[:k], tuple(float(s) for s in image.GetSpacing()[:k]),
+                   tuple(float(o) for o in image.GetOrigin()[:k]),
+                   tuple(direction[:k, :k].ravel().tolist()))
+
+    @property
+    def spacing_zyx(self) -> tuple[float, ...]:
+        """Spacing in numpy axis order (as SimpleITK's GetArrayFromImage returns arrays)."""
+        return tuple(reversed(self.spacing))
 
     def differences(self, other: "Geometry") -> list[str]:
-        """The fields that differ beyond the tolerances, each as 'field A vs B'."""
+        """Human-readable differences from ``other`` (empty when they match)."""
         out = []
-        for name, a, b, atol in (("spacing", self.spacing, other.spacing, SPACING_ATOL_MM),
-                                 ("origin", self.origin, other.origin, ORIGIN_ATOL_MM),
-                                 ("direction", self.direction, other.direction, DIRECTION_ATOL)):
-            if len(a) != len(b) or not np.allclose(a, b, rtol=0, atol=atol):
-                out.append(f"{name} {tuple(round(v, 6) for v in a)} vs {tuple(round(v, 6) for v in b)}")
+        if self.size != other.size:
+            out.append(f"size {self.size} vs {other.size}")
+            return out
+        if not np.allclose(self.spacing, other.spacing, rtol=0, atol=SPACING_ATOL_MM):
+            out.append(f"spacing {_fmt(self.spacing)} vs {_fmt(other.spacing)}")
+        if not np.allclose(self.origin, other.origin, rtol=0, atol=ORIGIN_ATOL_MM):
+            out.append(f"origin {_fmt(self.origin)} vs {_fmt(other.origin)}")
+        if not np.allclose(self.direction, other.direction, rtol=0, atol=DIRECTION_ATOL):
+            out.append(f"direction {_fmt(self.direction)} vs {_fmt(other.direction)}")
         return out
+
+
+def _fmt(values) -> str:
+    return "(" + ", ".join(f"{v:.6g}" for v in values) + ")"
 
 
 def check_geometry(path: Path, image) -> None:
@@ -173,7 +192,7 @@ def read_volume(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, ...]]
     order, as nnU-Net uses) and the spacing in the same axis order.
     """
     array, geometry = read_volume_and_geometry(path)
-    return array, geometry.spacing
+    return array, geometry.spacing_zyx
 
 
 def read_volume_and_geometry(path: str | os.PathLike) -> tuple[np.ndarray, Geometry]:

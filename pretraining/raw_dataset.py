@@ -65,7 +65,7 @@ def _convert_case(identifier: str, case: SourceCase, staging: Path) -> Converted
                                           f"(this channel vs channel 0: {'; '.join(differences)}); the channels of "
                                           f"one case must share spacing, origin and direction")
         first = first or geometry
-        spacing = spacing or geometry.spacing
+        spacing = spacing or geometry.spacing_zyx
         arrays.append(array)
     for c, array in enumerate(arrays):
         write_volume(array[0], spacing, staging / "imagesTr" / f"{identifier}_{c:04d}{FILE_ENDING}")
