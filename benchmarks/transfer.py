@@ -225,7 +225,7 @@ def main(argv=None) -> int:
             bench.ws.make()
             print(f"transfer benchmark in {out} (logs: {bench.ws.logs}); K {ks}, seeds {seeds}, arms {arms}, "
                   f"{jobs} job(s) at a time")
-            durations = run_steps(bench.ws, bench.shared_steps(), "transfer")
+            durations = run_steps(bench.ws, bench.shared_steps(), "transfer").seconds
             folds = bench.register_folds(ks, seeds)
             if imported is not None:
                 names = import_runs(imported, source, out, bench.cases()["pool"], units)

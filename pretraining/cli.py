@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import shlex
 import shutil
 from pathlib import Path
 
@@ -107,11 +108,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--dataset-id", type=int, help="nnU-Net id of the pretraining dataset (default: highest free)")
     run.add_argument("--prepare-only", action="store_true",
                      help="stop after preprocessing (start later with --resume, nnUNetv2_train or torchrun)")
+    parts = parser.add_argument_group("preparing a large corpus on several machines")
+    parts.add_argument("--parts", type=int, metavar="N",
+                       help="split the preparation into N parts: with --part, prepare one part; without, merge the "
+                            "N finished parts in OUT/parts into the dataset (then train, or stop with "
+                            "--prepare-only); with --slurm, a job array of the N parts then the merge and training")
+    parts.add_argument("--part", type=int, metavar="I",
+                       help="with --parts N and --prepare-only: prepare part I (0..N-1), the I-th of N contiguous "
+                            "chunks of the sorted volume list, into OUT/parts/part_I_of_N (any machine that sees the "
+                            "inputs and OUT)")
     slurm = parser.add_argument_group("several machines (SLURM)")
     slurm.add_argument("--slurm", type=Path, metavar="FILE",
                        help="prepare OUT (as --prepare-only; with --resume: the run already there) and write a "
                             "SLURM batch script that trains it with one torchrun launcher per node; trains nothing "
-                            "here. OUT must be on a file system all nodes share")
+                            "here. With --parts N: prepare nothing here and write a bash script that submits the N "
+                            "parts as a job array and the merge and training after them. OUT must be on a file "
+                            "system all nodes share")
     slurm.add_argument("--slurm-nodes", type=int, metavar="N", help="with --slurm: nodes (default: 2)")
     slurm.add_argument("--slurm-gpus-per-node", type=int, metavar="G",
                        help="with --slurm: GPUs (= training processes) per node (default: 1); with --device cpu "
@@ -200,8 +212,10 @@ def _positive(name: str, value) -> None:
 
 def run(args) -> int:
     # lazy: these bring nnU-Net's trainer and planners (5 s of imports); `pretrain --help` needs neither
-    from nnunet_genesis.pretraining.launch import STATE_FILE, RunState, resume_checkpoint, slurm_script, train
-    from nnunet_genesis.pretraining.prepare import PrepareRequest, prepare_run
+    from nnunet_genesis.pretraining.parts import merge_parts, plan_part, run_part
+    from nnunet_genesis.pretraining.prepare import PrepareRequest, check_plans_request, prepare_run
+    from nnunet_genesis.pretraining.launch import (STATE_FILE, RunState, resume_checkpoint, slurm_parts_script,
+                                                   slurm_script, train)
 
     for name in ("--iters-per-epoch", "--val-patches", "--png-every", "--save-every", "--batch-size", "--epochs"):
         _positive(name, getattr(args, name[2:].replace("-", "_")))
@@ -215,12 +229,13 @@ def run(args) -> int:
         raise GenesisUserError(f"--val-fraction {args.val_fraction}: must be between 0 and 1.")
     if args.seed < 0:
         raise GenesisUserError(f"--seed {args.seed}: must be 0 or more (numpy and torch seeds are non-negative).")
+    _check_parts(args)
     slurm = _slurm_layout(args)
     world, who = (args.num_gpus, f"--num-gpus {args.num_gpus}") if slurm is None else slurm[2:]
     if args.batch_size is not None and args.batch_size < world:
         raise GenesisUserError(f"{who} needs a global batch size of at least {world}; "
                                f"--batch-size is {args.batch_size}.")
-    if slurm is None:
+    if slurm is None and args.part is None:  # a part never trains
         device = _device(args.device)
         _check_processes(device, args.num_gpus)
     out: Path = check_output_dir(args.out.resolve(), "-o")
@@ -273,11 +288,44 @@ def run(args) -> int:
             workers=args.workers if args.workers else min(4, os.cpu_count() or 1),
             dataset_id=args.dataset_id, val_fraction=args.val_fraction, options=options)
         folders = NnunetFolders.resolve(out)
+        if args.part is not None or (args.parts is not None and args.slurm is not None):
+            # -d names and ids are looked up in the user's nnUNet_raw, before OUT/nnunet_work stands in for it
+            request.datasets = [str(resolve_raw_dataset(d)) for d in request.datasets]
+        if args.part is not None:  # writes only its own folder under OUT/parts, and removes it when it fails
+            with nnunet_environment(folders):
+                job = plan_part(request, folders, args.part, args.parts)
+            if job is not None:
+                with nnunet_environment(job.folders):
+                    record = run_part(job)
+                print(f"Part {args.part} of {args.parts} done: {len(record['cases'])} of {len(job.cases)} volume(s) "
+                      f"converted and preprocessed into {job.folder} ({len(record['bad'])} unusable, listed by the "
+                      f"merge). When all {args.parts} parts are done, merge them (and train, or add --prepare-only):"
+                      f"\n  {_pretrain_command(args, request.datasets, ['--parts', str(args.parts)])}")
+            return 0
+        if args.parts is not None and args.slurm is not None:
+            with nnunet_environment(folders):
+                source = check_plans_request(request, folders)
+            if source.batch_size < world:
+                raise GenesisUserError(f"{who} needs a global batch size of at least {world}; the plans will have "
+                                       f"{source.batch_size} (set --batch-size).")
+            options = [one_line(word, "an option written into the SLURM script")
+                       for word in reproduced_options(args, request.datasets)]
+            script = args.slurm.resolve()
+            atomic_write_text(script, slurm_parts_script(out, options, args.parts, slurm[0], slurm[1],
+                                                         args.device or "cuda", args.workers, args.sbatch))
+            print(f"Nothing was prepared or trained here. Script that submits the {args.parts} preparation parts "
+                  f"(a SLURM job array), then the merge and the training on {slurm[0]} node(s) ({who}): {script}\n"
+                  f"Run it with: bash {script}  (again to continue the run)")
+            return 0
         with removed_on_failure(out):
             # -d names and ids are looked up in the user's nnUNet_raw, before OUT/nnunet_work stands in for it
             request.datasets = [str(resolve_raw_dataset(d)) for d in request.datasets]
             with nnunet_environment(folders):
-                state = prepare_run(request, folders)
+                if args.parts is None:
+                    state = prepare_run(request, folders)
+                else:
+                    state = merge_parts(request, folders, args.parts, lambda i: _pretrain_command(
+                        args, request.datasets, ["--prepare-only", "--part", str(i), "--parts", str(args.parts)]))
             _check_batch(state, world, who)
     if slurm is not None:
 
@@ -332,6 +380,67 @@ def _check_batch(state, num_processes: int, who: str) -> None:
     if batch < num_processes:
         raise GenesisUserError(f"{who} needs a global batch size of at least {num_processes}; the plans "
                                f"have {batch} (set --batch-size).")
+
+
+def _check_parts(args) -> None:
+    """--part / --parts mistakes, before any work."""
+    if args.part is not None and args.parts is None:
+        raise GenesisUserError(f"--part {args.part} needs --parts N (the number of parts the preparation is split "
+                               f"into).")
+    if args.parts is None:
+        return
+    if args.parts < 1:
+        raise GenesisUserError(f"--parts {args.parts}: must be at least 1.")
+    if args.resume:
+        raise GenesisUserError(f"--parts {args.parts} with --resume: --parts prepares a new run; --resume continues "
+                               f"the run already prepared in OUT (give one of them).")
+    if args.part is None:
+        return
+    if not 0 <= args.part < args.parts:
+        raise GenesisUserError(f"--part {args.part}: must be between 0 and {args.parts - 1} (--parts {args.parts}).")
+    if not args.prepare_only:
+        raise GenesisUserError(f"--part {args.part} needs --prepare-only: a part only prepares its share of the "
+                               f"volumes; the merge (--parts {args.parts} without --part) trains.")
+    if args.slurm is not None:
+        raise GenesisUserError("--part with --slurm: the script of --slurm --parts N runs every part itself; leave "
+                               "--part out.")
+
+
+# options that say how and where a command runs rather than what it prepares: not repeated by the
+# commands of the parts and the merge (--device: a preparation needs none, and the part jobs have no GPU)
+_NOT_REPEATED = ("slurm", "slurm_nodes", "slurm_gpus_per_node", "sbatch", "part", "parts", "prepare_only", "resume",
+                 "device", "num_gpus")
+
+
+def reproduced_options(args, datasets) -> list[str]:
+    """This command's options as words of the commands of its parts and merge: every option given
+    (a value other than its default), paths absolute, ``-d`` datasets as the folders they were
+    resolved to, and without the options of ``_NOT_REPEATED``."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_arguments(parser)
+    words: list[str] = []
+    for action in parser._actions:
+        if not action.option_strings or action.dest in _NOT_REPEATED:
+            continue
+        value = list(datasets) if action.dest == "datasets" else getattr(args, action.dest)
+        if value is None or value is False or value == action.default:
+            continue
+        option = action.option_strings[-1]
+        if value is True:
+            words.append(option)
+            continue
+        values = value if isinstance(value, list) else [value]
+        values = [str(v.resolve()) if isinstance(v, Path) else str(v) for v in values]
+        if action.nargs is None:  # one value: as --option=VALUE, so a value starting with '-' stays a value
+            words.append(f"{option}={values[0]}")
+        else:
+            words += [option, *values]
+    return words
+
+
+def _pretrain_command(args, datasets, extra: list[str]) -> str:
+    """``nnunet-genesis pretrain`` with this command's options and ``extra``, for a message."""
+    return "nnunet-genesis pretrain " + shlex.join(reproduced_options(args, datasets) + extra)
 
 
 def _slurm_layout(args) -> tuple[int, int, int, str] | None:

@@ -7,9 +7,10 @@
 * several machines: prepare once with ``nnunet-genesis pretrain ... --prepare-only`` on a shared
   file system, then on every machine
   ``torchrun --nnodes M --nproc-per-node G ... -m nnunet_genesis.pretraining.launch OUT``
-  (``pretrain --slurm FILE`` writes that as a SLURM job: ``slurm_script``). The launchers check
-  each other at the start, and a rank stops with its launcher (docs/pretraining.md, "Several
-  machines", has the failure modes this handles).
+  (``pretrain --slurm FILE`` writes that as a SLURM job: ``slurm_script``; with ``--parts N``, a
+  script that submits the preparation parts first: ``slurm_parts_script``). The launchers check
+  each other at the start, and a rank stops with its launcher (docs/reliability.md, "Several
+  machines: torchrun on failure", has the failure modes this handles).
 
 Every route builds the trainer the way ``nnUNetv2_train`` does (plans + dataset.json from
 nnUNet_preprocessed) and resumes with nnU-Net's ``maybe_load_checkpoint``.
@@ -169,47 +170,108 @@ def stop_processes(processes, grace: float = 20.0) -> None:
             p.join()
 
 
-def slurm_script(state: RunState, out: Path, nodes: int, gpus_per_node: int, device: str,
-                 workers: int | None = None, sbatch: Sequence[str] = (), python: str | None = None) -> str:
+def slurm_script(state: RunState | None, out: Path, nodes: int, gpus_per_node: int, device: str,
+                 workers: int | None = None, sbatch: Sequence[str] = (), python: str | None = None,
+                 prepare: Sequence[str] = ()) -> str:
     """A SLURM batch script that runs the prepared run in ``out`` with one torchrun launcher per node.
 
     Every submission resumes when the run has a checkpoint, so the same script continues a run
     after a time limit or a failure; the rendezvous id is the job id, so stray launchers of other
-    jobs on the same port cannot join.
+    jobs on the same port cannot join. ``prepare``: shell lines run first, on the first node (the
+    merge of a preparation in parts); ``state`` is then None, and nnU-Net's run folder is read from
+    the state file the merge writes.
     """
     import shlex
 
     q = shlex.quote
-    fold = state.output_folder()
+    py = python or sys.executable
     per_node = gpus_per_node if device == "cuda" else 1
+    what = state.dataset_name if state is not None else "its dataset merged from the prepared parts first"
     head = ["#!/bin/bash",
-            f"# Genesis pretraining of {out} ({state.dataset_name}) on {nodes} node(s) x {per_node} "
+            f"# Genesis pretraining of {out} ({what}) on {nodes} node(s) x {per_node} "
             f"{'GPU(s)' if device == 'cuda' else 'CPU process'}, one torchrun launcher per node.",
-            "# Written by 'nnunet-genesis pretrain --slurm'. Submit with: sbatch THIS_FILE. Submitting it again",
+            "# Written by 'nnunet-genesis pretrain --slurm'. " + (
+                "Submit with: sbatch THIS_FILE. Submitting it again" if not prepare else
+                "Submitted by the script of --parts, after the parts. Again"),
             "# continues the run from its last checkpoint. OUT and the nnU-Net folders must be on a file",
             "# system that every node sees (docs/pretraining.md, 'Several machines').",
             "#SBATCH --job-name=genesis-pretrain",
             f"#SBATCH --nodes={nodes}",
             "#SBATCH --ntasks-per-node=1"]
     head += [f"#SBATCH --gpus-per-node={gpus_per_node}"] if device == "cuda" else []
-    head += [f"#SBATCH --output={out}/slurm-%j.out"]
-    head += [f"#SBATCH {opt}" for opt in sbatch]
-    launch = [python or sys.executable, "-m", "torch.distributed.run", "--nnodes", '"$SLURM_NNODES"',
+    head += [f"#SBATCH {q(f'--output={out}/slurm-%j.out')}"]
+    head += [f"#SBATCH {q(opt)}" for opt in sbatch]  # sbatch reads quotes in #SBATCH lines
+    launch = [py, "-m", "torch.distributed.run", "--nnodes", '"$SLURM_NNODES"',
               "--nproc-per-node", str(per_node), "--rdzv-id", '"$SLURM_JOB_ID"', "--rdzv-backend", "c10d",
               "--rdzv-endpoint", '"$MASTER:$PORT"', "-m", "nnunet_genesis.pretraining.launch", str(out),
               "--device", device]
     launch += ["--workers", str(workers)] if workers is not None else []
     quoted = [a if a.startswith('"$') else q(a) for a in launch]
-    body = ["set -eu",
+    if state is not None:
+        fold = f"FOLD={q(str(state.output_folder()))}  # nnU-Net's run folder: its checkpoints"
+    else:
+        read = ("import sys; from nnunet_genesis.pretraining.launch import RunState; "
+                "print(RunState.load(sys.argv[1]).output_folder())")
+        fold = f"FOLD=$({q(py)} -c {q(read)} {q(str(out))})  # nnU-Net's run folder: its checkpoints"
+    body = ["set -eu", *prepare,
             'MASTER=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
             "PORT=$((20000 + SLURM_JOB_ID % 20000))  # the rendezvous store on the first node",
-            f"FOLD={q(str(fold))}  # nnU-Net's run folder: its checkpoints",
+            fold,
             'RESUME=',
             'if [ -e "$FOLD/checkpoint_latest.pth" ] || [ -e "$FOLD/checkpoint_final.pth" ]; then RESUME=--resume; fi',
             "srun --kill-on-bad-exit=1 \\",
             f"    {' '.join(quoted[:13])} \\",
             f"    {' '.join(quoted[13:])} $RESUME"]
     return "\n".join(head + [""] + body) + "\n"
+
+
+SLURM_PARTS_HEADER = "# Genesis pretraining with its preparation split into"
+
+
+def slurm_parts_script(out: Path, options: Sequence[str], parts: int, nodes: int, gpus_per_node: int, device: str,
+                       workers: int | None = None, sbatch: Sequence[str] = (), python: str | None = None) -> str:
+    """A bash script that submits, with ``sbatch``, a job array of ``parts`` preparation parts and, after
+    all of them succeeded (``afterok``), the job that merges them and trains (``slurm_script``'s job
+    with the merge first). ``options``: the ``pretrain`` options both commands repeat (one-line
+    values; quoted here). Running it again continues: the parts and the merge are skipped once OUT is
+    prepared, and the training resumes from its checkpoint."""
+    import shlex
+
+    q = shlex.quote
+    py = python or sys.executable
+    command = [q(py), "-m", "nnunet_genesis.cli", "pretrain", *(q(o) for o in options)]
+    state_file = q(str(Path(out) / STATE_FILE))
+    part = [*command, "--prepare-only", "--part", '"$SLURM_ARRAY_TASK_ID"', "--parts", str(parts)]
+    merge = [*command, "--parts", str(parts), "--prepare-only"]
+    array = ["#!/bin/bash",
+             "#SBATCH --job-name=genesis-prepare",
+             f"#SBATCH --array=0-{parts - 1}",
+             "#SBATCH --ntasks=1",
+             f"#SBATCH {q(f'--output={out}/slurm-prepare-%A_%a.out')}",
+             *(f"#SBATCH {q(opt)}" for opt in sbatch),
+             "set -eu",
+             f"if [ -e {state_file} ]; then echo 'OUT is prepared already: nothing to do for this part.'; exit 0; fi",
+             " ".join(part)]
+    merge_lines = [f"if [ ! -e {state_file} ]; then  # the merge of the {parts} parts, here on the first node",
+                   f"    {' '.join(merge)}", "fi"]
+    train = slurm_script(None, out, nodes, gpus_per_node, device, workers, sbatch, py, prepare=merge_lines)
+    per_node = gpus_per_node if device == "cuda" else 1
+    lines = ["#!/bin/bash",
+             f"{SLURM_PARTS_HEADER} {parts} parts: {out}",
+             f"# A job array prepares the parts (one task each); when all succeeded, one job merges them and trains",
+             f"# on {nodes} node(s) x {per_node} {'GPU(s)' if device == 'cuda' else 'CPU process'}. Written by "
+             f"'nnunet-genesis pretrain --slurm FILE --parts {parts}'.",
+             "# Run it on a login node: bash THIS_FILE. Running it again continues: finished parts are skipped, the",
+             "# merge is skipped once OUT is prepared, the training resumes from its last checkpoint.",
+             "set -eu",
+             f"mkdir -p {q(str(out))}  # the jobs' logs go there",
+             "PARTS=$(sbatch --parsable <<'GENESIS_PARTS'", *array, "GENESIS_PARTS", ")",
+             'PARTS=${PARTS%%;*}  # --parsable prints JOBID[;CLUSTER]',
+             "TRAIN=$(sbatch --parsable --dependency=afterok:\"$PARTS\" <<'GENESIS_TRAIN'", *train.splitlines(),
+             "GENESIS_TRAIN", ")",
+             'TRAIN=${TRAIN%%;*}',
+             f'echo "preparation: job array $PARTS ({parts} parts); merge and training: job $TRAIN (after the array)"']
+    return "\n".join(lines) + "\n"
 
 
 def _exit_with_launcher() -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -214,10 +215,28 @@ def write_split(preprocessed_dataset: Path, identifiers: list[str], val_fraction
 
 
 def run_preprocessing(dataset_name: str, plans_identifier: str, configuration: str, num_processes: int) -> None:
-    """nnU-Net's preprocessing of one configuration (what nnUNetv2_preprocess runs)."""
+    """nnU-Net's preprocessing of one configuration (what nnUNetv2_preprocess runs): its preprocessor's
+    ``run`` with ``num_processes`` > 1; with one, the same ``run_case_save`` calls in this process
+    (``run`` would start a pool of one spawned process: seconds of imports for nothing)."""
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+    from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-    from nnunetv2.paths import nnUNet_preprocessed
+    from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
+    from tqdm import tqdm
 
-    plans_manager = PlansManager(str(Path(str(nnUNet_preprocessed)) / dataset_name / f"{plans_identifier}.json"))
-    preprocessor = plans_manager.get_configuration(configuration).preprocessor_class(verbose=False)
-    preprocessor.run(dataset_name, configuration, plans_identifier, num_processes=max(1, num_processes))
+    pre = Path(str(nnUNet_preprocessed)) / dataset_name
+    plans_manager = PlansManager(str(pre / f"{plans_identifier}.json"))
+    configuration_manager = plans_manager.get_configuration(configuration)
+    preprocessor = configuration_manager.preprocessor_class(verbose=False)
+    if num_processes > 1:
+        preprocessor.run(dataset_name, configuration, plans_identifier, num_processes=num_processes)
+        return
+    dataset_json = load_json(str(pre / "dataset.json"))
+    output = pre / configuration_manager.data_identifier
+    if output.is_dir():
+        shutil.rmtree(output)
+    output.mkdir(parents=True)
+    dataset = get_filenames_of_train_images_and_targets(str(Path(str(nnUNet_raw)) / dataset_name), dataset_json)
+    for key in tqdm(dataset, desc="Preprocessing cases"):
+        preprocessor.run_case_save(str(output / key), dataset[key]["images"], dataset[key]["label"], plans_manager,
+                                   configuration_manager, dataset_json)

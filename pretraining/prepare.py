@@ -8,6 +8,10 @@
    Genesis plan; the run settings go into the plans (``options``);
 5. nnU-Net's preprocessing (resampling, normalisation, blosc2) of the one configuration;
 6. ``OUT/pretrain_state.json`` records where all of it is, for training and ``--resume``.
+
+``prepare_run`` runs them on this machine; ``parts.merge_parts`` runs steps 3-6 on the volumes and
+preprocessed files of a preparation split into parts (``--part I --parts N``). Both go through
+``prepare_dataset`` (reservation, publishing, plans, split, clean-up) and ``make_plans``.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import shutil
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -29,9 +33,9 @@ from nnunet_genesis.pretraining.folders import (DATASET_SUFFIX, NnunetFolders, r
                                                 reserve_dataset_name)
 from nnunet_genesis.pretraining.launch import RunState
 from nnunet_genesis.pretraining.options import PLANS_KEY, PretrainOptions
-from nnunet_genesis.pretraining.raw_dataset import (SOURCES_FILE, convert_to_raw_dataset, publish,
+from nnunet_genesis.pretraining.raw_dataset import (SOURCES_FILE, ConvertedCase, convert_to_raw_dataset, publish,
                                                     sources_record, write_dataset_json)
-from nnunet_genesis.pretraining.sources import (BadInput, ScanResult, check_channel_counts,
+from nnunet_genesis.pretraining.sources import (BadInput, ScanResult, SourceCase, check_channel_counts,
                                                 scan_input, scan_raw_dataset)
 
 FOLD = 0
@@ -107,7 +111,7 @@ def _target_channel_names(preprocessed: Path, dataset_name: str) -> list[str]:
     return [str(names[k]) for k in sorted(names, key=int)]
 
 
-def _channel_names(request: PrepareRequest, cases, n_channels: int, target_names: list[str] | None) -> list[str]:
+def choose_channel_names(request: PrepareRequest, cases, n_channels: int, target_names: list[str] | None) -> list[str]:
     if target_names is not None:
         return target_names
     if request.modality:
@@ -121,39 +125,84 @@ def _channel_names(request: PrepareRequest, cases, n_channels: int, target_names
     return list(from_dataset) if from_dataset else ["CT"] * n_channels
 
 
-def prepare_run(request: PrepareRequest, folders: NnunetFolders) -> RunState:
-    """Steps 1-6 above; returns the state that ``launch.train`` runs.
+@dataclass(frozen=True)
+class PlansSource:
+    """Step 1's answer: where the plans come from. ``plans_from`` (``{dataset, plans, configuration}``),
+    the target dataset's channel names and its plans file with ``--plans-from``, all None for the
+    universal plan; ``batch_size``: the global batch the plans will have."""
 
-    nnU-Net reads its folders from the environment: call inside
-    ``pretraining.folders.nnunet_environment(folders)`` (the CLI entry point does), with ``request.datasets``
-    already resolved against the user's own nnUNet_raw (``sources.resolve_raw_dataset``).
-    """
-    out = Path(request.out).resolve()
-    target_names = None
-    plans_from = None
-    if request.plans_from is not None:
-        source_name, plans_file = plans_lib.source_plans_file(request.plans_from, request.plans_identifier,
-                                                              request.configuration, folders.preprocessed)
-        target_names = _target_channel_names(folders.preprocessed, source_name)
-        plans_from = {"dataset": source_name, "plans": request.plans_identifier,
-                      "configuration": request.configuration}
-        if request.spacing is not None:
-            raise GenesisUserError("--spacing only applies to the universal plan; with --plans-from the "
-                                   "target dataset's spacing is used.")
-        # option errors (2D configuration, patch size) before the volumes are read
-        plans_lib.single_configuration(json.loads(plans_file.read_text()), request.configuration,
-                                       request.batch_size, request.patch_size)
-    else:
+    plans_from: dict | None
+    target_names: list[str] | None
+    plans_file: Path | None
+    batch_size: int
+
+
+def check_plans_request(request: PrepareRequest, folders: NnunetFolders) -> PlansSource:
+    """The plans options checked (a 2D configuration, a patch size, --spacing with --plans-from)
+    before any volume is read. Call inside ``nnunet_environment`` (nnU-Net looks the dataset up)."""
+    if request.plans_from is None:
         plans_lib.check_universal_request(request.patch_size, request.spacing)
+        return PlansSource(None, None, None, int(request.batch_size or plans_lib.DEFAULT_UNIVERSAL_BATCH))
+    source_name, plans_file = plans_lib.source_plans_file(request.plans_from, request.plans_identifier,
+                                                          request.configuration, folders.preprocessed)
+    if request.spacing is not None:
+        raise GenesisUserError("--spacing only applies to the universal plan; with --plans-from the "
+                               "target dataset's spacing is used.")
+    single = plans_lib.single_configuration(json.loads(plans_file.read_text()), request.configuration,
+                                            request.batch_size, request.patch_size)
+    return PlansSource({"dataset": source_name, "plans": request.plans_identifier,
+                        "configuration": request.configuration},
+                       _target_channel_names(folders.preprocessed, source_name), plans_file,
+                       int(single["configurations"][request.configuration]["batch_size"]))
 
+
+def scan_sources(request: PrepareRequest, source: PlansSource) -> tuple[list[SourceCase], list[BadInput]]:
+    """Every case of the sources in their one order (``-i`` then ``-d``, each sorted), and the problems
+    found without reading a volume (missing files, mixed channel counts)."""
     scan = ScanResult()
     for path in request.inputs:
         scan.extend(scan_input(Path(path)))
     for dataset in request.datasets:
         scan.extend(scan_raw_dataset(str(dataset)))
-    cases, channel_bad = check_channel_counts(scan.cases, len(target_names) if target_names else None)
-    bad = scan.bad + channel_bad
+    cases, channel_bad = check_channel_counts(scan.cases, len(source.target_names) if source.target_names else None)
+    return cases, scan.bad + channel_bad
 
+
+# (raw dataset folder) -> (staging folder, converted cases, every bad input): how the volumes get there
+Convert = Callable[[Path], tuple[Path, list[ConvertedCase], list[BadInput]]]
+# (dataset name, plans, plans identifier, configuration, converted cases): fills the preprocessed data folder
+Preprocess = Callable[[str, dict, str, str, list[ConvertedCase]], None]
+
+
+def prepare_run(request: PrepareRequest, folders: NnunetFolders) -> RunState:
+    """Steps 1-6 above on this machine; returns the state that ``launch.train`` runs.
+
+    nnU-Net reads its folders from the environment: call inside
+    ``pretraining.folders.nnunet_environment(folders)`` (the CLI entry point does), with ``request.datasets``
+    already resolved against the user's own nnUNet_raw (``sources.resolve_raw_dataset``).
+    """
+    source = check_plans_request(request, folders)
+    cases, bad = scan_sources(request, source)
+
+    def convert(raw_folder: Path):
+        staging, converted, read_bad = convert_to_raw_dataset(cases, raw_folder, workers=request.workers)
+        return staging, converted, bad + read_bad
+
+    def preprocess(dataset_name: str, plans: dict, plans_identifier: str, configuration: str, converted) -> None:
+        print(f"Preprocessing {len(converted)} volume(s) of {dataset_name} with nnU-Net "
+              f"({plans_identifier}, {configuration}) ...")
+        plans_lib.run_preprocessing(dataset_name, plans_identifier, configuration, request.workers)
+
+    return prepare_dataset(request, folders, source, convert, preprocess)
+
+
+def prepare_dataset(request: PrepareRequest, folders: NnunetFolders, source: PlansSource, convert: Convert,
+                    preprocess: Preprocess) -> RunState:
+    """Steps 2-6 for the volumes ``convert`` delivers (read here, or assembled from the parts of a
+    preparation split across machines): reserve the dataset id, publish the raw dataset, plans,
+    fingerprint, split, ``preprocess``, state file. Refused, failed or interrupted, it leaves nothing:
+    its folders and its claim are removed (``kill -9`` leaves the claim, which the next run clears)."""
+    out = Path(request.out).resolve()
     remove_interrupted_preparation(out)
     run = uuid.uuid4().hex
     folders.make()
@@ -165,8 +214,7 @@ def prepare_run(request: PrepareRequest, folders: NnunetFolders) -> RunState:
         release_claim(folders, dataset_name, run)
         raise
     try:
-        state = _convert_plan_and_preprocess(request, out, folders, dataset_name, cases, bad, target_names,
-                                             plans_from)
+        state = _convert_plan_and_preprocess(request, out, folders, dataset_name, source, convert, preprocess)
     except BaseException:  # refused, failed or interrupted: its folders are gone, so is its claim (kill -9 leaves it)
         release_claim(folders, dataset_name, run)
         (out / CLAIM_FILE).unlink(missing_ok=True)
@@ -175,23 +223,28 @@ def prepare_run(request: PrepareRequest, folders: NnunetFolders) -> RunState:
     return state
 
 
+def usable_cases(request: PrepareRequest, converted: list[ConvertedCase], bad: list[BadInput],
+                 source: PlansSource) -> list[str]:
+    """Refuse bad inputs (one message) unless --skip-bad, and an empty corpus; returns the channel names."""
+    if bad and not request.skip_bad:
+        raise GenesisUserError(bad_inputs_message(bad))
+    if bad:
+        print(f"--skip-bad: continuing without {len(bad)} input(s):\n" +
+              "\n".join(f"  - {b.line()}" for b in sorted(bad, key=lambda b: b.path)))
+    if not converted:
+        raise GenesisUserError("No usable volume is left to pretrain on"
+                               + (" after skipping the bad inputs." if bad else "; give -i folders or -d datasets."))
+    n_channels = len(converted[0].source.channels)
+    return choose_channel_names(request, [c.source for c in converted], n_channels, source.target_names)
+
+
 def _convert_plan_and_preprocess(request: PrepareRequest, out: Path, folders: NnunetFolders, dataset_name: str,
-                                 cases, bad, target_names, plans_from) -> RunState:
+                                 source: PlansSource, convert: Convert, preprocess: Preprocess) -> RunState:
     raw_folder = folders.raw / dataset_name
-    staging, converted, read_bad = convert_to_raw_dataset(cases, raw_folder, workers=request.workers)
+    staging, converted, bad = convert(raw_folder)
     try:
-        bad = bad + read_bad
-        if bad and not request.skip_bad:
-            raise GenesisUserError(bad_inputs_message(bad))
-        if bad:
-            print(f"--skip-bad: continuing without {len(bad)} input(s):\n" +
-                  "\n".join(f"  - {b.line()}" for b in sorted(bad, key=lambda b: b.path)))
-        if not converted:
-            raise GenesisUserError("No usable volume is left to pretrain on"
-                                   + (" after skipping the bad inputs." if bad else "; give -i folders or -d datasets."))
         converted.sort(key=lambda c: c.identifier)
-        n_channels = len(converted[0].source.channels)
-        channel_names = _channel_names(request, [c.source for c in converted], n_channels, target_names)
+        channel_names = usable_cases(request, converted, bad, source)
         write_dataset_json(staging, dataset_name, channel_names, [c.identifier for c in converted])
         record = sources_record(converted, bad)
         (staging / SOURCES_FILE).write_text(json.dumps(record, indent=2))
@@ -203,7 +256,7 @@ def _convert_plan_and_preprocess(request: PrepareRequest, out: Path, folders: Nn
     pre = folders.preprocessed / dataset_name
     try:
         return _plan_and_preprocess(request, out, folders, dataset_name, converted, channel_names,
-                                    plans_from, raw_folder, pre)
+                                    source, raw_folder, pre, preprocess)
     except BaseException:  # no half-prepared dataset left behind: both folders are this run's own
         shutil.rmtree(raw_folder, ignore_errors=True)
         shutil.rmtree(pre, ignore_errors=True)
@@ -230,23 +283,36 @@ def check_resampled_sizes(converted, target_spacing) -> None:
             f"headers, or choose --spacing):\n" + "\n".join(f"  - {p}" for p in problems))
 
 
-def _plan_and_preprocess(request: PrepareRequest, out: Path, folders: NnunetFolders, dataset_name: str,
-                         converted, channel_names, plans_from, raw_folder: Path, pre: Path) -> RunState:
-    pre.mkdir(parents=True, exist_ok=True)
-    shapes = [c.shape for c in converted]
-    spacings = [c.spacing for c in converted]
-    if plans_from is not None:
-        plans = plans_lib.transfer_plans(plans_from["dataset"], request.plans_identifier, request.configuration,
-                                         dataset_name, folders.preprocessed)
+def make_plans(request: PrepareRequest, folders: NnunetFolders, dataset_name: str, converted, channel_names,
+               source: PlansSource) -> tuple[dict, str, str]:
+    """``(plans, plans identifier, configuration)`` of ``dataset_name`` (its raw dataset published in
+    ``folders.raw``): the target dataset's moved with nnU-Net's ``move_plans_between_datasets``, or the
+    universal plan; the volumes' spacing checked against the plans' before nnU-Net resamples them.
+    The universal plan's median spacing and shape are a record only: preprocessing does not use them."""
+    if source.plans_from is not None:
+        plans = plans_lib.transfer_plans(source.plans_from["dataset"], request.plans_identifier,
+                                         request.configuration, dataset_name, folders.preprocessed)
         plans = plans_lib.single_configuration(plans, request.configuration, request.batch_size, request.patch_size)
         plans_identifier, configuration = plans_lib.TRANSFERRED_PLANS, request.configuration
     else:
-        plans = plans_lib.universal_plans(dataset_name, channel_names, shapes, spacings, request.patch_size,
+        plans = plans_lib.universal_plans(dataset_name, channel_names, [c.shape for c in converted],
+                                          [c.spacing for c in converted], request.patch_size,
                                           request.spacing, request.batch_size)
         plans_identifier, configuration = plans_lib.UNIVERSAL_PLANS, plans_lib.CONFIGURATION
     check_resampled_sizes(converted, plans["configurations"][configuration]["spacing"])
+    return plans, plans_identifier, configuration
+
+
+def _plan_and_preprocess(request: PrepareRequest, out: Path, folders: NnunetFolders, dataset_name: str,
+                         converted, channel_names, source: PlansSource, raw_folder: Path, pre: Path,
+                         preprocess: Preprocess) -> RunState:
+    pre.mkdir(parents=True, exist_ok=True)
+    shapes = [c.shape for c in converted]
+    spacings = [c.spacing for c in converted]
+    plans, plans_identifier, configuration = make_plans(request, folders, dataset_name, converted, channel_names,
+                                                        source)
     options = request.options
-    options.plans_from = plans_from or {}
+    options.plans_from = source.plans_from or {}
     options.export_folder = str(out)
     plans[PLANS_KEY] = options.to_dict()
     (pre / f"{plans_identifier}.json").write_text(json.dumps(plans, indent=2))
@@ -256,9 +322,7 @@ def _plan_and_preprocess(request: PrepareRequest, out: Path, folders: NnunetFold
                                 plans.get("foreground_intensity_properties_per_channel", {}))
     plans_lib.write_split(pre, [c.identifier for c in converted],
                           request.val_fraction, options.seed)
-    print(f"Preprocessing {len(converted)} volume(s) of {dataset_name} with nnU-Net "
-          f"({plans_identifier}, {configuration}) ...")
-    plans_lib.run_preprocessing(dataset_name, plans_identifier, configuration, request.workers)
+    preprocess(dataset_name, plans, plans_identifier, configuration, converted)
     state = RunState(dataset_name, plans_identifier, configuration, FOLD, folders.to_dict())
     state.save(out)
     (out / CLAIM_FILE).unlink(missing_ok=True)

@@ -21,6 +21,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -77,7 +78,29 @@ def _convert_case(identifier: str, case: SourceCase, staging: Path) -> Converted
     return ConvertedCase(identifier, case, tuple(arrays[0].shape[1:]), tuple(spacing), digest.hexdigest())
 
 
-def _drop_duplicates(converted: list[ConvertedCase], staging: Path) -> tuple[list[ConvertedCase], list[BadInput]]:
+def case_identifier(index: int) -> str:
+    """The case name of the ``index``-th scanned case (0-based, in the sorted scan order): the same on
+    one machine and in every part of a preparation split across machines."""
+    return f"case_{index:05d}"
+
+
+def case_record(case: ConvertedCase) -> dict:
+    """A converted case as JSON (a part's ``part.json``); :func:`case_from_record` reads it back."""
+    return {"identifier": case.identifier, "files": [str(p) for p in case.source.channels],
+            "origin": case.source.origin,
+            "channel_names": list(case.source.channel_names) if case.source.channel_names is not None else None,
+            "shape": [int(s) for s in case.shape], "spacing": [float(s) for s in case.spacing], "digest": case.digest}
+
+
+def case_from_record(record: dict) -> ConvertedCase:
+    names = record["channel_names"]
+    source = SourceCase(tuple(Path(f) for f in record["files"]), str(record["origin"]),
+                        tuple(str(n) for n in names) if names is not None else None)
+    return ConvertedCase(str(record["identifier"]), source, tuple(int(s) for s in record["shape"]),
+                         tuple(float(s) for s in record["spacing"]), str(record["digest"]))
+
+
+def drop_duplicates(converted: list[ConvertedCase], staging: Path) -> tuple[list[ConvertedCase], list[BadInput]]:
     """Keep the first of volumes with identical voxels: a volume given twice (two folders, a
     copy under another name) would be two pretraining cases, and one of them could be the
     validation case, so validation would score a volume trained on."""
@@ -96,18 +119,30 @@ def _drop_duplicates(converted: list[ConvertedCase], staging: Path) -> tuple[lis
     return kept, bad
 
 
-def convert_to_raw_dataset(cases: list[SourceCase], dataset_folder: Path, workers: int = 1) -> tuple[Path, list[ConvertedCase], list[BadInput]]:
-    """Read and check every case, writing NIfTI copies into a staging folder.
-
-    Returns ``(staging_folder, converted, bad)``. The caller either publishes the staging folder
-    with :func:`publish` or removes it (``shutil.rmtree``) when there were bad volumes.
-    """
+def new_staging(dataset_folder: Path) -> Path:
+    """An empty staging folder (``imagesTr``, ``labelsTr``) next to ``dataset_folder``, hidden and
+    named after it (so the dataset id stays taken while it exists)."""
     dataset_folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dataset_folder.name}.", suffix=".staging",
                                     dir=dataset_folder.parent))
     (staging / "imagesTr").mkdir()
     (staging / "labelsTr").mkdir()
-    identifiers = [f"case_{i:05d}" for i in range(len(cases))]
+    return staging
+
+
+def convert_to_raw_dataset(cases: list[SourceCase], dataset_folder: Path, workers: int = 1,
+                           identifiers: Sequence[str] | None = None,
+                           keep_duplicates: bool = False) -> tuple[Path, list[ConvertedCase], list[BadInput]]:
+    """Read and check every case, writing NIfTI copies into a staging folder.
+
+    Returns ``(staging_folder, converted, bad)``. The caller either publishes the staging folder
+    with :func:`publish` or removes it (``shutil.rmtree``) when there were bad volumes.
+    ``identifiers``: the cases' names (default ``case_00000``, ... in order); a part of a preparation
+    split across machines passes its share's global names and ``keep_duplicates`` (the merge drops
+    duplicates across all parts).
+    """
+    staging = new_staging(dataset_folder)
+    identifiers = list(identifiers) if identifiers is not None else [case_identifier(i) for i in range(len(cases))]
     converted: list[ConvertedCase] = []
     bad: list[BadInput] = []
     try:
@@ -115,8 +150,9 @@ def convert_to_raw_dataset(cases: list[SourceCase], dataset_folder: Path, worker
             results = pool.map(_convert_case, identifiers, cases, [staging] * len(cases))
             for r in tqdm(results, total=len(cases), desc="Reading and checking volumes", unit="vol"):
                 (converted if isinstance(r, ConvertedCase) else bad).append(r)
-        converted, duplicates = _drop_duplicates(converted, staging)
-        bad.extend(duplicates)
+        if not keep_duplicates:
+            converted, duplicates = drop_duplicates(converted, staging)
+            bad.extend(duplicates)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -50,9 +50,13 @@ class NnunetSteps:
         return self.dataset_name
 
     def plan_and_preprocess(self, ctx: StepContext) -> Path:
-        """Plan and preprocess the configuration; returns the raw dataset folder."""
+        """Plan and preprocess the configuration; returns the raw dataset folder.
+
+        The fingerprint gets the workspace's process count (``nnUNet_def_n_proc``), not nnU-Net's
+        default of 8 spawned processes, each importing torch: most of the step on 2 cores."""
+        processes = self.workspace.env()["nnUNet_def_n_proc"]
         ctx.command([command_path("nnUNetv2_plan_and_preprocess"), "-d", str(self.dataset_id), "-c",
-                     self.configuration, "-np", "1", "--verify_dataset_integrity"])
+                     self.configuration, "-np", "1", "-npfp", processes, "--verify_dataset_integrity"])
         return self.workspace.raw / self.dataset_name
 
     def pretrain_partial(self, folder: Path) -> list[Path]:

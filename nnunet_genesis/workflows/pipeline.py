@@ -9,6 +9,9 @@ A *step* is finished when its marker ``state/<name>.json`` exists (written atomi
 the step's outputs are complete, with its duration). Running the pipeline again skips
 finished steps; an unfinished step first removes its partial outputs and then runs from the
 start. That is what makes an interrupted run safe to repeat.
+
+Independent steps can be grouped as ``Parallel``: they run at the same time, each pinned to its
+own share of the CPUs (``pinned_jobs``), and a failure or a stop of one stops the others.
 """
 
 from __future__ import annotations
@@ -19,14 +22,16 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence, Union
 
 from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.outputs import write_json_atomic
 from nnunet_genesis.environment import NNUNET_FOLDERS, environment_for_nnunet
+from nnunet_genesis.pinned_jobs import raise_if_stopped, run_pinned
 
 def remove(paths: Iterable[Path]) -> None:
     """Delete files and folders (partial outputs of an unfinished step)."""
@@ -207,6 +212,8 @@ class StepDisplay:
 
         self.total = total
         self.index = 0
+        self.lanes: dict[str, str] = {}  # the last log line of each step running now, by its log's name
+        self.lock = threading.Lock()
         self.bar = tqdm(total=total, desc=title, unit="step", dynamic_ncols=True, disable=None,
                         bar_format="{desc} {n_fmt}/{total_fmt} [{elapsed}] {postfix}")
 
@@ -215,19 +222,31 @@ class StepDisplay:
 
         tqdm.write(text)
 
-    def start(self, label: str) -> None:
-        self.index += 1
-        self.label = label
-        self.bar.set_description_str(f"[{self.index}/{self.total}] {label}")
-        self.status("")
+    def start(self, *labels: str) -> list[int]:
+        """Steps starting now (several: side by side); returns their numbers."""
+        with self.lock:
+            numbers = list(range(self.index + 1, self.index + 1 + len(labels)))
+            self.index += len(labels)
+            self.lanes = {}
+            first = f"{numbers[0]}" if len(numbers) == 1 else f"{numbers[0]}-{numbers[-1]}"
+            self.bar.set_description_str(f"[{first}/{self.total}] {' | '.join(labels)}")
+            self.bar.set_postfix_str("", refresh=True)
+        return numbers
 
-    def status(self, text: str) -> None:
-        self.bar.set_postfix_str(text[:60], refresh=True)
+    def status(self, text: str, lane: str | None = None) -> None:
+        with self.lock:
+            self.lanes[lane or ""] = text
+            if len(self.lanes) <= 1:
+                shown = text[:60]
+            else:
+                shown = " | ".join(line[:40] for line in self.lanes.values())
+            self.bar.set_postfix_str(shown, refresh=True)
 
-    def finish(self, label: str, seconds: float, skipped: bool = False) -> None:
+    def finish(self, number: int, label: str, seconds: float, skipped: bool = False) -> None:
         how = "done earlier, skipped" if skipped else format_seconds(seconds)
-        self.write(f"[{self.index:>2}/{self.total}] {label:<52} {how}")
-        self.bar.update(1)
+        with self.lock:
+            self.write(f"[{number:>2}/{self.total}] {label:<52} {how}")
+            self.bar.update(1)
 
     def close(self) -> None:
         self.bar.close()
@@ -244,17 +263,45 @@ class Step:
 
 
 @dataclass
+class Parallel:
+    """Independent steps that run side by side, each pinned to its own share of the CPUs.
+
+    On a small CPU machine two single-threaded trainings finish sooner together than one after
+    the other with two threads each (docs/demo.md gives the figures). ``jobs`` 1 runs them in order.
+    """
+
+    steps: Sequence[Step]
+    jobs: int = 2
+
+
+@dataclass
 class StepContext:
     workspace: Workspace
     display: StepDisplay
     log: Path
+    cpus: str | None = None  # ``taskset -c`` CPU list of a step running side by side with others
+    stop: threading.Event | None = field(default=None, repr=False)  # set: stop this step's command
 
     def command(self, cmd: Sequence[str], extra_env: Mapping[str, str] | None = None) -> None:
         env = self.workspace.env()
         env.update(extra_env or {})
+        pin = ["taskset", "-c", self.cpus] if self.cpus else []
+
+        def status(line: str) -> None:
+            raise_if_stopped(self.stop)  # another step of its group failed or was stopped
+            self.display.status(line, self.log.stem)
+
         # run in the workspace: `python -m` puts the working directory first on sys.path, and a
         # source checkout there (benchmarks are run from one) would shadow the installed package
-        run_logged(cmd, self.log, env, status=self.display.status, cwd=self.workspace.root)
+        run_logged([*pin, *cmd], self.log, env, status=status, cwd=self.workspace.root)
+
+
+def side_by_side_jobs(wanted: int) -> int:
+    """How many steps of a ``Parallel`` group may run at once here: at most one per CPU, and one
+    when the CPUs cannot be shared out (no ``taskset``, no CPU affinity)."""
+    if wanted <= 1 or shutil.which("taskset") is None or not hasattr(os, "sched_getaffinity"):
+        return 1
+    return max(1, min(wanted, len(os.sched_getaffinity(0))))
 
 
 def _cpu_seconds() -> float:
@@ -265,29 +312,71 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def run_steps(workspace: Workspace, steps: Sequence[Step], title: str) -> dict[str, float]:
-    """Run the unfinished steps in order; returns each step's duration (from its marker if skipped)."""
-    display = StepDisplay(len(steps), title)
+def _run_one(workspace: Workspace, step: Step, number: int, display: StepDisplay,
+             cpus: str | None = None, stop: threading.Event | None = None) -> float:
+    """Run one unfinished step and write its marker; returns its duration."""
+    remove(step.partial())
+    log = workspace.logs / f"{number:02d}_{step.name}.log"
+    if log.exists():  # an earlier, unfinished attempt: keep its log, mark the new start
+        with open(log, "a") as f:
+            f.write(f"\n===== step restarted {time.strftime('%Y-%m-%d %H:%M:%S')} =====\n")
+    t0, cpu0 = time.monotonic(), _cpu_seconds()
+    info = step.run(StepContext(workspace, display, log, cpus, stop)) or {}
+    seconds = time.monotonic() - t0
+    # CPU time of this process and its commands: a load-independent measure of the work (for
+    # steps side by side it includes the other steps' commands that ended meanwhile).
+    cpu = round(_cpu_seconds() - cpu0, 2)
+    extra = {"cpus": cpus} if cpus else {}
+    workspace.mark_done(step.name, seconds, {"cpu_seconds": cpu, "log": str(log), **extra, **dict(info)})
+    return seconds
+
+
+StepOrGroup = Union[Step, Parallel]
+
+
+def count_steps(items: Sequence[StepOrGroup]) -> int:
+    return sum(len(item.steps) if isinstance(item, Parallel) else 1 for item in items)
+
+
+@dataclass
+class StepTimes:
+    """Each step's duration (from its marker if it was skipped), and the wall-clock time all of
+    them took together: a ``Parallel`` group counts once, by its longest step."""
+
+    seconds: dict[str, float]
+    wall: float
+
+
+def run_steps(workspace: Workspace, items: Sequence[StepOrGroup], title: str) -> StepTimes:
+    """Run the unfinished steps in order, the steps of a ``Parallel`` group side by side."""
+    display = StepDisplay(count_steps(items), title)
     durations: dict[str, float] = {}
+    wall = 0.0
     try:
-        for i, step in enumerate(steps, 1):
-            display.start(step.label)
-            if workspace.is_done(step.name):
-                durations[step.name] = float(workspace.done_info(step.name).get("seconds", 0.0))
-                display.finish(step.label, durations[step.name], skipped=True)
-                continue
-            remove(step.partial())
-            log = workspace.logs / f"{i:02d}_{step.name}.log"
-            if log.exists():  # an earlier, unfinished attempt: keep its log, mark the new start
-                with open(log, "a") as f:
-                    f.write(f"\n===== step restarted {time.strftime('%Y-%m-%d %H:%M:%S')} =====\n")
-            t0, cpu0 = time.monotonic(), _cpu_seconds()
-            info = step.run(StepContext(workspace, display, log)) or {}
-            durations[step.name] = time.monotonic() - t0
-            # CPU time of this process and its commands: a load-independent measure of the work.
-            cpu = round(_cpu_seconds() - cpu0, 2)
-            workspace.mark_done(step.name, durations[step.name], {"cpu_seconds": cpu, "log": str(log), **dict(info)})
-            display.finish(step.label, durations[step.name])
+        for item in items:
+            group = list(item.steps) if isinstance(item, Parallel) else [item]
+            numbers = display.start(*(step.label for step in group))
+            todo = []
+            for number, step in zip(numbers, group):
+                if workspace.is_done(step.name):
+                    durations[step.name] = float(workspace.done_info(step.name).get("seconds", 0.0))
+                    display.finish(number, step.label, durations[step.name], skipped=True)
+                else:
+                    todo.append((number, step))
+            jobs = side_by_side_jobs(item.jobs) if isinstance(item, Parallel) else 1
+            if jobs <= 1 or len(todo) <= 1:
+                for number, step in todo:
+                    durations[step.name] = _run_one(workspace, step, number, display)
+                    display.finish(number, step.label, durations[step.name])
+            else:
+                def work(entry, cpus, stop):
+                    return _run_one(workspace, entry[1], entry[0], display, cpus, stop)
+
+                for (number, step), seconds, _ in run_pinned(todo, min(jobs, len(todo)), work):
+                    durations[step.name] = seconds
+                    display.finish(number, step.label, seconds)
+            wall += (max(durations[s.name] for s in group) if jobs > 1 and len(todo) > 1
+                     else sum(durations[s.name] for s in group))
     finally:
         display.close()
-    return durations
+    return StepTimes(durations, wall)

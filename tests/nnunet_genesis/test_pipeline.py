@@ -4,7 +4,10 @@ import sys
 import time
 from pathlib import Path
 
-from nnunet_genesis.workflows.pipeline import StepContext, StepDisplay, Workspace, genesis_command
+import pytest
+
+from nnunet_genesis.workflows.pipeline import (Parallel, Step, StepContext, StepDisplay, StepFailed, Workspace,
+                                               genesis_command, run_steps, side_by_side_jobs)
 
 
 def test_commands_run_in_the_workspace_so_a_source_checkout_cannot_shadow_the_package(tmp_path, monkeypatch):
@@ -67,3 +70,55 @@ def test_sigterm_stops_the_command_and_everything_it_started(tmp_path):
             break
         time.sleep(0.1)
     assert not _alive(grandchild), "the command's child outlived the stopped command"
+
+
+def _shell_step(name: str, script: str, outputs: list[Path]) -> Step:
+    return Step(name, name, lambda ctx: ctx.command(["sh", "-c", script]) or {}, lambda: outputs)
+
+
+needs_two_cpus = pytest.mark.skipif(side_by_side_jobs(2) < 2, reason="needs taskset and two CPUs")
+
+
+@needs_two_cpus
+def test_parallel_steps_run_side_by_side_each_on_its_own_cpu(tmp_path):
+    ws = Workspace(tmp_path / "out")
+    ws.make()
+    script = "grep Cpus_allowed_list /proc/self/status; sleep 1.5"
+    group = Parallel([_shell_step("a", script, []), _shell_step("b", script, [])])
+    t0 = time.monotonic()
+    times = run_steps(ws, [_shell_step("first", "true", []), group], "test")
+    elapsed = time.monotonic() - t0
+    assert set(times.seconds) == {"first", "a", "b"}
+    assert elapsed < 2.9, "the two 1.5 s steps did not overlap"
+    assert times.wall < times.seconds["first"] + times.seconds["a"] + times.seconds["b"]
+    allowed = {(ws.logs / f"{n:02d}_{name}.log").read_text().split("Cpus_allowed_list:")[1].split()[0]
+               for n, name in ((2, "a"), (3, "b"))}
+    assert len(allowed) == 2, f"both steps ran on the same CPUs: {allowed}"
+    assert ws.is_done("a") and ws.is_done("b") and ws.done_info("a")["cpus"] in allowed
+
+
+@needs_two_cpus
+def test_a_failing_parallel_step_stops_its_partner_which_is_not_marked_done(tmp_path):
+    ws = Workspace(tmp_path / "out")
+    ws.make()
+    group = Parallel([_shell_step("slow", "sleep 60", []), _shell_step("broken", "sleep 0.5; exit 3", [])])
+    t0 = time.monotonic()
+    with pytest.raises(StepFailed, match="exit code 3"):
+        run_steps(ws, [group], "test")
+    assert time.monotonic() - t0 < 30, "the partner step was not stopped"
+    assert not ws.is_done("slow") and not ws.is_done("broken")
+    # a re-run redoes both (the failed one now succeeds), and a finished group is skipped afterwards
+    fixed = Parallel([_shell_step("slow", "true", []), _shell_step("broken", "true", [])])
+    assert set(run_steps(ws, [fixed], "test").seconds) == {"slow", "broken"}
+    assert ws.is_done("slow") and ws.is_done("broken")
+
+
+def test_jobs_1_runs_a_group_in_order(tmp_path):
+    ws = Workspace(tmp_path / "out")
+    ws.make()
+    order = tmp_path / "order.txt"
+    group = Parallel([_shell_step("a", f"sleep 0.3; echo a >> {order}", []),
+                      _shell_step("b", f"echo b >> {order}", [])], jobs=1)
+    times = run_steps(ws, [group], "test")
+    assert order.read_text().split() == ["a", "b"]
+    assert times.wall == pytest.approx(times.seconds["a"] + times.seconds["b"])

@@ -61,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="linear learning-rate warm-up epochs of both trainings")
     parser.add_argument("--width", type=float, default=None,
                         help="feature maps per stage relative to nnU-Net's plan, for pretraining and both "
-                             "trainings alike (default: 0.5 on cpu, 1 on cuda)")
+                             "trainings alike (default: 0.25 on cpu, 1 on cuda)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default=d.preset,
                         help="the pretraining's corruption preset (as 'pretrain --preset'): 'paper' = the Models "
                              "Genesis rates; 'mild' = no inverted intensity mappings and less painting, which a "
@@ -73,11 +73,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--da-workers", type=int, default=None,
                         help="nnU-Net data-augmentation processes (nnUNet_n_proc_DA); default: 0 on cpu (the "
                              "two trainings then see identical patch sequences), nnU-Net's choice on cuda")
+    parser.add_argument("--jobs", type=int, choices=(1, 2), default=None,
+                        help="2: the two arms' trainings and predictions run at the same time, each pinned to "
+                             "half of the CPUs (needs taskset); 1: one after the other with all CPUs "
+                             "(default: 2 on cpu, 1 on cuda)")
     parser.add_argument("--quick", action="store_true",
                         help="a few iterations of every step on a tiny dataset: checks the installation in a "
                              "few minutes; the scores mean nothing")
 
 
+# A quarter of nnU-Net's feature maps on a CPU (8..64 for the synthetic plan): the demo's two
+# trainings fit in its 10 minutes on 2 cores and still learn both labels (docs/demo.md).
+CPU_WIDTH = 0.25
 MAX_SYNTHETIC_SIZE = 256  # a CPU demo: larger volumes only exhaust memory (3000 raised MemoryError)
 
 
@@ -99,7 +106,7 @@ def settings_from_args(args: argparse.Namespace) -> DemoSettings:
         synthetic_size=args.synthetic_size, pretrain_epochs=args.pretrain_epochs,
         pretrain_iterations=args.pretrain_iterations, finetune_epochs=args.finetune_epochs,
         finetune_iterations=args.finetune_iterations, warmup_epochs=args.warmup_epochs,
-        width=args.width if args.width is not None else (0.5 if device == "cpu" else 1.0),
+        width=args.width if args.width is not None else (CPU_WIDTH if device == "cpu" else 1.0),
         preset=args.preset, transfer=args.transfer,
         da_workers=args.da_workers if args.da_workers is not None else (0 if device == "cpu" else None))
     if args.quick:  # the smoke sizes, except where an option was given explicitly
@@ -142,10 +149,11 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     with folder_lock(out):
         prepare_output(out, settings, args.force)
-        demo = Demo(out, settings)
+        jobs = args.jobs if args.jobs is not None else (2 if settings.device == "cpu" else 1)
+        demo = Demo(out, settings, jobs)
         demo.ws.make()
         source = "synthetic dataset (nnunet_genesis.synthetic)" if settings.synthetic else settings.msd_task
         print(f"nnunet-genesis demo in {out}\n  data: {source}; device: {settings.device}; logs: {demo.ws.logs}")
-        durations = run_steps(demo.ws, demo.steps(), "demo")
-        print_summary(demo, durations, time.monotonic() - t0)
+        times = run_steps(demo.ws, demo.steps(), "demo")
+        print_summary(demo, times, time.monotonic() - t0)
     return 0

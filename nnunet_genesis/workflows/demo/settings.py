@@ -37,7 +37,7 @@ class DemoSettings:
     finetune_epochs: int = 40
     finetune_iterations: int = 40
     warmup_epochs: int = 2
-    width: float = 1.0  # feature maps per stage relative to nnU-Net's plan (0.5 on CPU)
+    width: float = 1.0  # feature maps per stage relative to nnU-Net's plan (0.25 on CPU)
     preset: str = "mild"  # the pretraining's GenesisConfig preset: "mild" (short runs) or "paper"
     transfer: str = "full"  # Genesis arm: "full" (encoder and decoder: the default start, the papers') or "encoder"
     da_workers: int | None = 0  # nnUNet_n_proc_DA; None: nnU-Net's choice

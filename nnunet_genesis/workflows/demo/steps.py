@@ -20,7 +20,7 @@ from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.workflows.msd_folders import copy_heldout, labelled_cases, make_msd_subset, msd_task_number
 from nnunet_genesis.workflows.nnunet_steps import NnunetSteps
 from nnunet_genesis.outputs import write_json_atomic
-from nnunet_genesis.workflows.pipeline import Step, StepContext, Workspace
+from nnunet_genesis.workflows.pipeline import Parallel, Step, StepContext, StepOrGroup, Workspace
 from nnunet_genesis.splits import seeded_chunks, write_splits
 from nnunet_genesis.evaluation.msd_tasks import get_task
 from nnunet_genesis.synthetic import DEFAULT_DATASET_ID, SyntheticConfig, write_nnunet_dataset
@@ -74,9 +74,10 @@ def synthetic_task_name() -> str:
 class Demo:
     """Builds the step list for one output folder and settings."""
 
-    def __init__(self, out: Path, settings: DemoSettings):
+    def __init__(self, out: Path, settings: DemoSettings, jobs: int = 1):
         self.out = Path(out).resolve()
         self.settings = settings
+        self.jobs = jobs  # the two arms' trainings and predictions side by side (2) or in order (1)
         self.ws = Workspace(self.out)
         self.nnunet = NnunetSteps(self.ws, self._dataset_id(), CONFIGURATION, settings.device)
         self.cases_file = self.ws.state / "cases.json"
@@ -113,7 +114,7 @@ class Demo:
         return self.nnunet.run_folder(*self.arm(arm))
 
     # steps ---------------------------------------------------------------------------------
-    def steps(self) -> list[Step]:
+    def steps(self) -> list[StepOrGroup]:
         s = self.settings
         source = "synthetic dataset" if s.synthetic else f"{Path(s.msd_task).name} (MSD -> nnU-Net)"
         steps = [
@@ -123,14 +124,16 @@ class Demo:
             Step("pretrain", "nnunet-genesis pretrain (labels unused)", self._pretrain,
                  lambda: self.nnunet.pretrain_partial(self.pretrain_dir)),
             Step("attach", "nnunet-genesis attach", self._attach, lambda: [self._genesis_plans_file()]),
-            Step("train_genesis", f"nnUNetv2_train {s.genesis_trainer}", lambda c: self._train(c, "genesis"),
-                 lambda: [self.run_folder("genesis") / f"fold_{FOLD}"]),
-            Step("train_scratch", f"nnUNetv2_train {SCRATCH_TRAINER}", lambda c: self._train(c, "scratch"),
-                 lambda: [self.run_folder("scratch") / f"fold_{FOLD}"]),
-            Step("predict_genesis", "nnUNetv2_predict test set (Genesis)", lambda c: self._predict(c, "genesis"),
-                 lambda: [self.prediction_dir("genesis")]),
-            Step("predict_scratch", "nnUNetv2_predict test set (scratch)", lambda c: self._predict(c, "scratch"),
-                 lambda: [self.prediction_dir("scratch")]),
+            Parallel([
+                Step("train_genesis", f"nnUNetv2_train {s.genesis_trainer}", lambda c: self._train(c, "genesis"),
+                     lambda: [self.run_folder("genesis") / f"fold_{FOLD}"]),
+                Step("train_scratch", f"nnUNetv2_train {SCRATCH_TRAINER}", lambda c: self._train(c, "scratch"),
+                     lambda: [self.run_folder("scratch") / f"fold_{FOLD}"])], self.jobs),
+            Parallel([
+                Step("predict_genesis", "nnUNetv2_predict test set (Genesis)", lambda c: self._predict(c, "genesis"),
+                     lambda: [self.prediction_dir("genesis")]),
+                Step("predict_scratch", "nnUNetv2_predict test set (scratch)", lambda c: self._predict(c, "scratch"),
+                     lambda: [self.prediction_dir("scratch")])], self.jobs),
         ]
         if not s.synthetic:
             steps.append(Step("predict_submission", "nnUNetv2_predict imagesTs (Genesis)",

@@ -11,7 +11,7 @@ import numpy as np
 
 from nnunet_genesis.evaluation.label_efficiency import final_pseudo_dice
 from nnunet_genesis.outputs import write_json_atomic
-from nnunet_genesis.workflows.pipeline import format_seconds
+from nnunet_genesis.workflows.pipeline import StepTimes, format_seconds
 from nnunet_genesis.evaluation.label_efficiency import LEARNT_DICE, LEARNT_LAST_EPOCHS, unlearnt
 from nnunet_genesis.evaluation.statistics import SIGNIFICANCE, seed_case_comparison
 from nnunet_genesis.workflows.demo.settings import FOLD
@@ -124,7 +124,7 @@ def restoration_summary(checkpoint: Path) -> tuple[str, bool]:
     return line, learnt
 
 
-def print_summary(demo: "Demo", durations: dict[str, float], wall: float) -> None:
+def print_summary(demo: "Demo", times: StepTimes, wall: float) -> None:
     c = demo.cases()
     genesis = json.loads(demo.evaluation_json("genesis").read_text())
     scratch = json.loads(demo.evaluation_json("scratch").read_text())
@@ -150,8 +150,10 @@ def print_summary(demo: "Demo", durations: dict[str, float], wall: float) -> Non
     print(f"Pretraining: {demo.checkpoint} (loss curve and restorations: {demo.pretrain_dir}/*.png)")
     print(f"Models:     {demo.run_folder('genesis')}, {demo.run_folder('scratch')}")
     print(f"Logs:       {demo.ws.logs}")
-    print(f"Time: {format_seconds(sum(durations.values()))} of steps in total; this invocation {format_seconds(wall)}.")
-    write_json_atomic({"settings": s.to_dict(), "cases": c.to_dict(), "step_seconds": durations,
+    print(f"Time: {format_seconds(times.wall)} for the steps (the two arms side by side where they ran so); "
+          f"this invocation {format_seconds(wall)}.")
+    write_json_atomic({"settings": s.to_dict(), "cases": c.to_dict(), "step_seconds": times.seconds,
+                       "steps_wall_seconds": round(times.wall, 1),
                        "genesis": {k: genesis[k] for k in ("summary", "foreground_mean", "n_cases")},
                        "scratch": {k: scratch[k] for k in ("summary", "foreground_mean", "n_cases")},
                        "differences": differences,
