@@ -22,7 +22,9 @@
 
 Arms (``--arms``): every fine-tuning start of the registry (``genesis``, the default start of
 ``nnUNetTrainerGenesis``, ``encoder`` and the ablation starts: docs/trainers.md), ``scratch``
-(random init, the same warm-up schedule) and ``stock`` (plain nnU-Net schedule).
+(random init, the same warm-up schedule) and ``stock`` (plain nnU-Net schedule). ``--checkpoint
+NAME=PATH`` (repeatable) adds an arm NAME fine-tuned from PATH with the default start: any file
+``nnunet-genesis attach`` accepts, attached onto the benchmark's plans; it needs no pretraining here.
 
 The protocol itself (settings, arms, draws, steps, units) is ``transfer_protocol.py`` beside this
 script; its statistics are ``nnunet_genesis.evaluation.label_efficiency``.
@@ -41,7 +43,8 @@ from pathlib import Path
 from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.evaluation.label_efficiency import BASELINE, criteria, plot, summarize, table, unfair_runs
 from transfer_protocol import (ARMS, CHECKPOINT_FREE_ARMS, DEFAULT_ARMS, QUICK, SETTINGS, Setting, TransferBenchmark,
-                               import_runs, importable_runs, load_runs, pending_units, unit_name)
+                               attach_step, import_runs, importable_runs, load_runs, pending_units,
+                               read_checkpoint_arms, refuse_mixed_checkpoints, unit_name)
 from nnunet_genesis.workflows.msd_folders import check_msd_folder
 from nnunet_genesis.outputs import write_json_atomic
 from nnunet_genesis.run_identity import refuse_other_identity
@@ -81,6 +84,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="seeds: each draws its own training cases (nested across K) and initialisation")
     p.add_argument("--arms", nargs="+", default=list(DEFAULT_ARMS), choices=list(ARMS), metavar="ARM",
                    help=f"fine-tuning arms ({', '.join(ARMS)}); '{BASELINE}' is always added")
+    p.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
+                   help="(repeatable) one more arm NAME (a new name: letters, digits, _ and -) fine-tuned from the "
+                        "checkpoint PATH with the default start, as the genesis arm is from the benchmark's "
+                        "pretraining; PATH is any file attach accepts, read and verified before anything runs and "
+                        "recorded by sha256 (finished units of NAME from another file are refused, not mixed)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--setting", choices=sorted(SETTINGS), default=None,
                    help="cpu: reduced plan and short schedule; full: nnU-Net's plan (default: cpu on cpu, "
@@ -172,6 +180,8 @@ def main(argv=None) -> int:
             raise GenesisUserError("--labelled values must be at least 1.")
         if jobs < 1:
             raise GenesisUserError(f"--jobs {jobs}: must be at least 1.")
+        checkpoint_arms = read_checkpoint_arms(args.checkpoint)  # every file read and verified up front
+        arms += list(checkpoint_arms)
         if args.device == "cuda":
             import torch
 
@@ -199,7 +209,9 @@ def main(argv=None) -> int:
                               "options (--labelled, --seeds and --arms may change between runs of one folder).")
         if out.is_dir() and any(out.iterdir()) and not config_file.is_file():
             raise GenesisUserError(f"{out} is not empty and is not a benchmark folder; choose another -o.")
-        bench = TransferBenchmark(out, msd, args.device, setting_name, setting, args.split_seed, args.max_cases, jobs)
+        refuse_mixed_checkpoints(out, checkpoint_arms, [arm for arm in arms if arm in ARMS])
+        bench = TransferBenchmark(out, msd, args.device, setting_name, setting, args.split_seed, args.max_cases, jobs,
+                                  checkpoint_arms)
         t0 = time.monotonic()
         units = [(k, s, a) for k in ks for s in seeds for a in arms]
         if args.report_only:
@@ -209,7 +221,8 @@ def main(argv=None) -> int:
                 raise GenesisUserError(f"--report-only: {out} holds no prepared benchmark ({bench.cases_file} is "
                                        f"missing); run without --report-only first.")
             durations = {n: float(bench.ws.done_info(n).get("seconds", 0.0)) for n in ("convert", "preprocess",
-                         "pretrain", "attach") if bench.ws.is_done(n)}
+                         "pretrain", "attach", *map(attach_step, checkpoint_arms))
+                         if bench.ws.is_done(n)}
             missing = pending_units(out, units)
             if missing:
                 print(f"--report-only: {len(missing)} of {len(units)} unit(s) not finished yet, reported without: "
@@ -225,7 +238,12 @@ def main(argv=None) -> int:
             bench.ws.make()
             print(f"transfer benchmark in {out} (logs: {bench.ws.logs}); K {ks}, seeds {seeds}, arms {arms}, "
                   f"{jobs} job(s) at a time")
-            durations = run_steps(bench.ws, bench.shared_steps(), "transfer").seconds
+            for arm in checkpoint_arms.values():
+                print(f"  arm {arm.name}: {arm.kind} checkpoint {arm.path} (sha256 {arm.sha256[:16]}...), "
+                      f"the default start")
+            # the pretraining only where an arm reads it (a --checkpoint arm does not)
+            pretrain = any(ARMS[arm][1] for arm in arms if arm in ARMS)
+            durations = run_steps(bench.ws, bench.shared_steps(pretrain), "transfer").seconds
             folds = bench.register_folds(ks, seeds)
             if imported is not None:
                 names = import_runs(imported, source, out, bench.cases()["pool"], units)
@@ -239,14 +257,15 @@ def main(argv=None) -> int:
         results = {"task": msd.name, "setting": setting_name, "device": args.device, "setting_values": asdict(setting),
                    "split_seed": args.split_seed, "plan": cases["plan"], "schedule": cases["schedule"],
                    "n_eval": len(cases["evaluation"]), "n_val": len(cases["val"]), "labelled": ks, "seeds": seeds,
-                   "arms": arms, "shared_seconds": {n: round(v, 1) for n, v in durations.items()},
+                   "arms": arms, "checkpoint_arms": {name: arm.to_dict() for name, arm in checkpoint_arms.items()},
+                   "shared_seconds": {n: round(v, 1) for n, v in durations.items()},
                    "this_invocation_seconds": round(time.monotonic() - t0, 1),
-                   "summary": summarize(runs, arm_order=list(ARMS)),
-                   "criteria": [c for arm in arms if ARMS[arm][1] for c in criteria(runs, arm)],
+                   "summary": summarize(runs, arm_order=arms),
+                   "criteria": [c for arm in arms if bench.reads_checkpoint(arm) for c in criteria(runs, arm)],
                    "unfair_runs": unfair_runs(runs),
                    "runs": runs}
         write_json_atomic(results, out / RESULTS_FILE)
-        plot(results, out / PLOT_FILE, arm_order=list(ARMS))
+        plot(results, out / PLOT_FILE, arm_order=arms)
     except GenesisUserError as e:
         print(f"transfer.py: error: {e}", file=sys.stderr)
         return e.exit_code

@@ -9,13 +9,16 @@ a protocol can be completed over several invocations.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
-from nnunet_genesis.checkpoint import CHECKPOINT_FILE_NAME
+from nnunet_genesis.checkpoint import CHECKPOINT_FILE_NAME, sha256_of
 from nnunet_genesis.errors import GenesisUserError
+from nnunet_genesis.pretrained_sources import read_pretrained
 from nnunet_genesis.evaluation.label_efficiency import first_nonzero_epochs
 from nnunet_genesis.workflows.msd_folders import copy_heldout, labelled_cases, make_msd_subset, msd_task_number
 from nnunet_genesis.workflows.nnunet_steps import NnunetSteps
@@ -41,6 +44,94 @@ ARMS: dict[str, tuple[str, bool]] = {
 }
 DEFAULT_ARMS = ("genesis", "encoder", "scratch", "stock")  # "aspretrained" is the default start, i.e. "genesis"
 CHECKPOINT_FREE_ARMS = tuple(arm for arm, (_, genesis) in ARMS.items() if not genesis)
+
+# --checkpoint NAME=PATH: one more arm, fine-tuned from PATH with the default start (the "genesis" arm's
+# trainer) on plans that attach wrote for PATH; it never reads the benchmark's own pretraining
+CHECKPOINT_ARM_TRAINER = ARMS["genesis"][0]
+_ARM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}")
+
+
+def attach_step(name: str) -> str:
+    """The shared step that attaches the checkpoint of --checkpoint arm ``name``."""
+    return f"attach_ckpt_{name}"
+
+
+@dataclass(frozen=True)
+class CheckpointArm:
+    """The arm of one ``--checkpoint NAME=PATH``: the file, read and verified before anything runs."""
+
+    name: str
+    path: Path
+    sha256: str
+    kind: str  # pretrained_sources' kind: genesis, nnunet, nnssl, models-genesis-v1
+    description: str = ""
+
+    def to_dict(self) -> dict:
+        return {"path": str(self.path), "sha256": self.sha256, "kind": self.kind, "description": self.description}
+
+
+def parse_checkpoint_arm(spec: str) -> tuple[str, Path]:
+    """``NAME=PATH`` of ``--checkpoint``, the name checked: refused (exit 2) unless it is a new arm name."""
+    name, sep, path = spec.partition("=")
+    if not sep or not name or not path:
+        raise GenesisUserError(f"--checkpoint {spec!r}: expected NAME=PATH, the new arm's name and the checkpoint "
+                               f"it starts from (e.g. --checkpoint supervised=run/fold_0/checkpoint_final.pth).")
+    if not _ARM_NAME.fullmatch(name) or "__" in name:
+        raise GenesisUserError(f"--checkpoint {spec!r}: the arm name {name!r} must be 1 to 40 letters, digits, '_' "
+                               f"or '-', begin with a letter or digit and hold no '__' (nnU-Net separates "
+                               f"trainer, plans and configuration with '__' in its folder names).")
+    if name.lower() in {arm.lower() for arm in ARMS}:  # unit files differ by the name's case only otherwise
+        raise GenesisUserError(f"--checkpoint {spec!r}: {name!r} is an arm of the benchmark already "
+                               f"({', '.join(ARMS)}); give the checkpoint's arm a name of its own.")
+    return name, Path(path).expanduser()
+
+
+def read_checkpoint_arms(specs: list[str]) -> dict[str, CheckpointArm]:
+    """The arms of the ``--checkpoint`` options, in their order: every name is checked before any file
+    is read; each file is then read as attach reads it (``pretrained_sources.read_pretrained``: loaded
+    with ``weights_only=True``, its kind recognised by content and its network checked) and hashed.
+    Anything wrong is refused (exit 2, naming the option) before anything runs."""
+    parsed = [parse_checkpoint_arm(spec) for spec in specs]
+    names = [name for name, _ in parsed]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise GenesisUserError(f"--checkpoint: the arm name(s) {', '.join(twice)} are given more than once; "
+                               f"each checkpoint's arm needs a name of its own.")
+    arms = {}
+    for name, path in parsed:
+        path = path.resolve()
+        if not path.is_file():
+            raise GenesisUserError(f"--checkpoint {name}={path}: no such file.")
+        try:
+            metadata = read_pretrained(path).metadata
+        except GenesisUserError as e:
+            raise GenesisUserError(f"--checkpoint {name}: {e}", exit_code=e.exit_code) from None
+        arms[name] = CheckpointArm(name, path, sha256_of(path), str(metadata.get("kind", "genesis")),
+                                   str(metadata.get("description", "")))
+    return arms
+
+
+def refuse_mixed_checkpoints(out: Path, arms: Mapping[str, CheckpointArm], registry_arms=()) -> None:
+    """Refuse (exit 2) a ``--checkpoint NAME=PATH`` whose NAME has finished units in ``out`` that were
+    fine-tuned from another file (by sha256): the results of two checkpoints are never mixed under one
+    name. A name without finished units takes any file (nothing to mix). Finished units of a
+    ``--checkpoint`` arm are never taken for those of a registry arm (``registry_arms``) of that name."""
+    for record in load_runs(out) if arms or registry_arms else []:
+        recorded = record.get("checkpoint") if isinstance(record.get("checkpoint"), dict) else {}
+        if record.get("arm") in registry_arms and recorded:
+            raise GenesisUserError(
+                f"--arms {record['arm']}: {out} holds finished units of a --checkpoint arm of that name "
+                f"({unit_name(record.get('K'), record.get('seed'), record['arm'])}, from {recorded.get('path')}); "
+                f"they are not units of the start {record['arm']!r}. Use another -o folder.")
+        arm = arms.get(record.get("arm"))
+        if arm is None or recorded.get("sha256") == arm.sha256:
+            continue
+        raise GenesisUserError(
+            f"--checkpoint {arm.name}={arm.path}: {out} holds finished units of the arm {arm.name!r} fine-tuned "
+            f"from another file ({unit_name(record.get('K'), record.get('seed'), arm.name)}: "
+            f"{recorded.get('path', 'no checkpoint recorded')}, sha256 {recorded.get('sha256')}); this file's "
+            f"sha256 is {arm.sha256}. The results of two checkpoints are never mixed under one name: give "
+            f"this one another NAME, use another -o folder, or pass the file those units started from.")
 
 
 @dataclass(frozen=True)
@@ -155,10 +246,12 @@ def load_runs(out: Path) -> list[dict]:
 
 class TransferBenchmark:
     def __init__(self, out: Path, msd_task: Path, device: str, setting_name: str, setting: Setting,
-                 split_seed: int, max_cases: int | None, jobs: int = 1):
+                 split_seed: int, max_cases: int | None, jobs: int = 1,
+                 checkpoint_arms: Mapping[str, CheckpointArm] | None = None):
         self.out, self.msd, self.device = out, msd_task, device
         self.setting_name, self.setting, self.split_seed, self.max_cases = setting_name, setting, split_seed, max_cases
         self.jobs = jobs
+        self.checkpoint_arms = dict(checkpoint_arms or {})
         self.ws = Workspace(out)
         self.dataset_id = msd_task_number(msd_task)
         self.nnunet = NnunetSteps(self.ws, self.dataset_id, CONFIGURATION, device)
@@ -183,8 +276,18 @@ class TransferBenchmark:
         return self.nnunet.dataset_name
 
     def trainer_and_plans(self, arm: str) -> tuple[str, str]:
+        if arm in self.checkpoint_arms:
+            return CHECKPOINT_ARM_TRAINER, self.checkpoint_plans(arm)
         trainer, genesis = ARMS[arm]
         return trainer, self.genesis_plans if genesis else self.plans
+
+    def checkpoint_plans(self, name: str) -> str:
+        """The plans variant attach writes for the checkpoint of arm ``name`` (a results folder of its own)."""
+        return f"{self.plans}_ckpt_{name}"
+
+    def reads_checkpoint(self, arm: str) -> bool:
+        """Whether the arm starts from pretrained weights (the Genesis checkpoint or a --checkpoint file)."""
+        return arm in self.checkpoint_arms or ARMS[arm][1]
 
     def fold_folder(self, arm: str, fold: int) -> Path:
         return self.nnunet.run_folder(*self.trainer_and_plans(arm)) / f"fold_{fold}"
@@ -193,17 +296,36 @@ class TransferBenchmark:
         return unit_path(self.out, name)
 
     # --- shared steps (pipeline steps: skipped when done)
-    def shared_steps(self) -> list[Step]:
-        return [
+    def shared_steps(self, pretrain: bool = True) -> list[Step]:
+        """Convert, preprocess, then (``pretrain``: some arm reads the Genesis checkpoint) the pretraining
+        and its attach, and one attach per ``--checkpoint`` arm."""
+        steps = [
             Step("convert", "nnUNetv2_convert_MSD_dataset", self._convert,
                  lambda: [*self.nnunet.raw_partial(), self.out / "source"]),
             Step("preprocess", "nnUNetv2_plan_and_preprocess + held-out draw", self._preprocess,
                  lambda: [*self.nnunet.preprocessed_partial(), self.out / "heldout", self.cases_file,
                           self.folds_file]),
-            Step("pretrain", "pretrain once on all images (labels unused)", self._pretrain,
-                 lambda: self.nnunet.pretrain_partial(self.pretrain_dir)),
-            Step("attach", "nnunet-genesis attach", self._attach, lambda: []),
         ]
+        if pretrain:
+            steps += [Step("pretrain", "pretrain once on all images (labels unused)", self._pretrain,
+                           lambda: self.nnunet.pretrain_partial(self.pretrain_dir)),
+                      Step("attach", "nnunet-genesis attach", self._attach, lambda: [])]
+        return steps + [self._checkpoint_step(arm) for arm in self.checkpoint_arms.values()]
+
+    def _checkpoint_step(self, arm: CheckpointArm) -> Step:
+        """attach of a --checkpoint arm's file onto the benchmark's plans; done only for this very file
+        at this path (a marker of another one is dropped, so the variant is written again)."""
+        name = attach_step(arm.name)
+        if self.ws.is_done(name):
+            info = self.ws.done_info(name)
+            if (info.get("checkpoint"), info.get("sha256")) != (str(arm.path), arm.sha256):
+                self.ws.marker(name).unlink()
+
+        def run(ctx: StepContext) -> dict:
+            self.nnunet.attach(ctx, arm.path, self.plans, self.checkpoint_plans(arm.name))
+            return {"checkpoint": str(arm.path), "sha256": arm.sha256}
+
+        return Step(name, f"nnunet-genesis attach {arm.name} ({arm.kind})", run, lambda: [])
 
     @property
     def pretrain_dir(self) -> Path:
@@ -317,5 +439,7 @@ class TransferBenchmark:
             "first_nonzero_epoch": first_nonzero_epochs(pseudo, len(labels)),
             "seconds": {n: round(v, 1) for n, v in seconds.items()},
         }
+        if arm in self.checkpoint_arms:  # the file it started from: a re-run with another one is refused
+            record["checkpoint"] = self.checkpoint_arms[arm].to_dict()
         write_json_atomic(record, self.unit_file(name))
         return record

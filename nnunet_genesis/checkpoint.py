@@ -240,7 +240,12 @@ def load_checkpoint(path: str | os.PathLike, require_metadata: bool = True) -> G
     load (refused, nothing in it runs), a file that is not a checkpoint, or missing metadata.
     """
     path = Path(path)
-    obj = safe_torch_load(path, "Checkpoint")
+    return checkpoint_from_object(safe_torch_load(path, "Checkpoint"), path, require_metadata)
+
+
+def checkpoint_from_object(obj: Any, path: Path, require_metadata: bool = True) -> GenesisCheckpoint:
+    """``load_checkpoint`` on an object already loaded by ``safe_torch_load`` (``pretrained_sources``
+    reads a file once and then decides its kind)."""
     if not isinstance(obj, dict) or not isinstance(obj.get("network_weights"), dict):
         raise GenesisUserError(
             f"Checkpoint {path} is not a Genesis/nnU-Net checkpoint: expected a dict with a "
@@ -271,14 +276,15 @@ def load_checkpoint(path: str | os.PathLike, require_metadata: bool = True) -> G
 
 
 def verify_network_weights(weights: Mapping[Any, Any], where: str, entry: str = "'network_weights'",
-                           expected: Mapping[str, torch.Tensor] | None = None) -> None:
+                           expected: Mapping[str, torch.Tensor] | None = None,
+                           expected_name: str = "this trainer's network") -> None:
     """Refuse weights that cannot be a network's: the one check every route runs before using them.
 
     Each entry must be a dense tensor under a string key, with no zero-size dimension, of a
     floating-point dtype (integers only for ``INTEGER_BUFFERS``, or where ``expected`` holds
     integers) and with finite values; a bit flip, a diverged training or a wrong conversion would
     otherwise be transferred and trained on silently. With ``expected`` (the state dict of the
-    network the weights are for) the keys and shapes must match it too. ``where`` names the file
+    network the weights are for, called ``expected_name``) the keys and shapes must match it too. ``where`` names the file
     in the GenesisUserError; the first offending key is named.
     """
     seen: set[tuple] = set()
@@ -320,13 +326,13 @@ def verify_network_weights(weights: Mapping[Any, Any], where: str, entry: str = 
     if missing or unexpected:
         first = (f"lacks {missing[0]!r} (shape {list(expected[missing[0]].shape)})" if missing
                  else f"has {unexpected[0]!r}, which")
-        raise GenesisUserError(f"{where}: {entry} {first} {'of' if missing else 'is not in'} this trainer's "
-                               f"network ({len(missing)} missing, {len(unexpected)} unknown key(s)): it was "
+        raise GenesisUserError(f"{where}: {entry} {first} {'of' if missing else 'is not in'} {expected_name} "
+                               f"({len(missing)} missing, {len(unexpected)} unknown key(s)): it was "
                                f"written for another architecture or configuration.")
     for k, v in weights.items():
         if tuple(v.shape) != tuple(expected[k].shape):
-            raise GenesisUserError(f"{where}: {entry} entry {k!r} has shape {list(v.shape)} but this trainer's "
-                                   f"network needs {list(expected[k].shape)}: it was written for another "
+            raise GenesisUserError(f"{where}: {entry} entry {k!r} has shape {list(v.shape)} but {expected_name} "
+                                   f"needs {list(expected[k].shape)}: it was written for another "
                                    f"architecture or configuration.")
 
 

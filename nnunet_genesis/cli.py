@@ -20,9 +20,10 @@ from nnunet_genesis.errors import GenesisUserError, TrainingRefused
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "preview": ("nnunet_genesis.preview", "PNG grid of a volume and its Genesis corruptions"),
     "pretrain": ("nnunet_genesis.pretraining.cli", "pretrain a Genesis network on unlabeled volumes"),
-    "inspect": ("nnunet_genesis.inspect_checkpoint", "print a Genesis checkpoint's metadata"),
-    "attach": ("nnunet_genesis.trainers.attach", "write a plans variant that points at a Genesis checkpoint"),
+    "inspect": ("nnunet_genesis.inspect_checkpoint", "a checkpoint's kind, architecture and metadata; -d: dry-run its transfer"),
+    "attach": ("nnunet_genesis.trainers.attach", "write a plans variant that points at a pretrained checkpoint (any kind)"),
     "import-v1": ("nnunet_genesis.import_v1", "convert official Models Genesis nnU-Net v1 weights"),
+    "export": ("nnunet_genesis.export_nnssl", "write a checkpoint for nnU-Net master's pretrained route (--format nnssl)"),
     "evaluate": ("nnunet_genesis.evaluation.evaluate", "Dice and NSD of predictions against references"),
     "compare": ("nnunet_genesis.evaluation.compare", "Genesis-vs-scratch report from results or evaluations"),
     "package-msd": ("nnunet_genesis.evaluation.package_msd", "build a Decathlon submission zip"),

@@ -36,16 +36,27 @@ _LOCAL_RE = re.compile(r"^conv_blocks_localization\.(\d+)\.([01])\.blocks\.(\d+)
 _TU_RE = re.compile(r"^tu\.(\d+)\.(weight|bias)$")
 _SEG_RE = re.compile(r"^seg_outputs\.(\d+)\.(weight|bias)$")
 _V2_LAYER = {"conv": "conv", "instnorm": "norm"}
+_V1_FIRST_CONV = "conv_blocks_context.0.blocks.0.conv.weight"
 
 
 def load_v1_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The ``state_dict`` of an nnU-Net v1 checkpoint, loaded safely, plus harmless extras."""
     path = Path(path)
-    obj = safe_torch_load(path, "nnU-Net v1 checkpoint")
+    return v1_state_dict(safe_torch_load(path, "nnU-Net v1 checkpoint"), path)
+
+
+def holds_v1_network(obj: Any) -> bool:
+    """Whether a loaded torch object is an nnU-Net v1 checkpoint (or its bare state_dict), by its keys."""
+    state = obj.get("state_dict") if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict) else obj
+    return isinstance(state, dict) and any(str(k).endswith(_V1_FIRST_CONV) for k in state)
+
+
+def v1_state_dict(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``load_v1_state_dict`` on an object already loaded by ``safe_torch_load``."""
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         state = obj["state_dict"]
         extras = {"v1_epoch": obj["epoch"]} if isinstance(obj.get("epoch"), int) else {}
-    elif isinstance(obj, dict) and any(str(k).endswith("conv_blocks_context.0.blocks.0.conv.weight") for k in obj):
+    elif isinstance(obj, dict) and any(str(k).endswith(_V1_FIRST_CONV) for k in obj):
         state, extras = obj, {}
     else:
         keys = sorted(map(str, obj))[:8] if isinstance(obj, dict) else "-"
@@ -98,7 +109,7 @@ def convert_v1_state_dict(state: dict[str, torch.Tensor], name: str = "the v1 ch
     Returns the v2 state_dict (aliases included, as ``network.state_dict()`` writes it) and
     the metadata network block. Raises GenesisUserError naming the first key that does not fit.
     """
-    first_key = "conv_blocks_context.0.blocks.0.conv.weight"
+    first_key = _V1_FIRST_CONV
     if first_key not in state or not any(_SEG_RE.match(k) for k in state):
         raise GenesisUserError(
             f"{name} does not hold an nnU-Net v1 Generic_UNet: its state_dict lacks "

@@ -48,6 +48,26 @@ _UNIVERSAL_KWARGS: dict[str, Any] = {
 _REQUIRES_IMPORT = ["conv_op", "norm_op", "dropout_op", "nonlin"]
 
 
+# The families weights transfer within (network_family), with what each is.
+FAMILY_DESCRIPTIONS = {
+    "PlainConvUNet": "a plain CNN U-Net, its stem the first encoder stage",
+    "ResidualEncoderUNet": "a residual-encoder CNN U-Net with a stem of its own",
+    "Primus": "a transformer",
+}
+
+
+def network_family(class_name: str) -> str:
+    """``PlainConvUNet``, ``ResidualEncoderUNet`` or ``Primus`` for a dotted or short class name (nnssl's
+    presets ``ResEncL``/``NoSkipResEncL`` included; names ending so count, as nnU-Net master reads them),
+    else the short name itself."""
+    short = str(class_name).rsplit(".", 1)[-1]
+    if short.endswith("ResidualEncoderUNet") or short in ("ResEncL", "NoSkipResEncL"):
+        return "ResidualEncoderUNet"
+    if short.endswith("PlainConvUNet"):
+        return "PlainConvUNet"
+    return "Primus" if short.startswith("Primus") else short
+
+
 def unwrap_network(network: torch.nn.Module) -> torch.nn.Module:
     """The plain module under DDP/DataParallel and torch.compile wrappers (same parameter objects)."""
     while True:
@@ -155,3 +175,11 @@ def build_network(metadata: Mapping[str, Any], deep_supervision: bool | None = F
             f"The network described by the checkpoint metadata ({metadata['network_class']}) "
             f"could not be built: {type(e).__name__}: {e}"
         ) from None
+
+
+def build_skeleton(metadata: Mapping[str, Any]) -> torch.nn.Module:
+    """``build_network`` on the meta device: names, shapes and the architecture's hooks (key_to_encoder,
+    keys_to_in_proj, ...) without allocating or initialising weights, to check a file's weights against
+    the network it claims (a ResEnc-L costs no memory)."""
+    with torch.device("meta"):
+        return build_network(metadata, deep_supervision=False, allow_init=False)

@@ -36,6 +36,9 @@ class TransferReport:
     unmatched_source_stages: list[str] = field(default_factory=list)
     unmatched_target_stages: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # which kind of checkpoint it was (pretrained_sources.KINDS) and what it holds, when it says so
+    checkpoint_kind: str | None = None
+    checkpoint_description: str | None = None
 
     def _fraction(self, part: str) -> float:
         total = done = 0
@@ -61,6 +64,9 @@ class TransferReport:
     def summary_text(self) -> str:
         """Human-readable report: shares per part, adapted tensors, skips grouped by reason."""
         lines = [f"Genesis weight transfer from {self.checkpoint}"]
+        if self.checkpoint_kind:
+            lines.append(f"  kind: {self.checkpoint_kind}"
+                         + (f" ({self.checkpoint_description})" if self.checkpoint_description else ""))
         for part in ("encoder", "decoder"):
             es = [e for e in self.entries if e.part == part]
             total = sum(_numel(e.target_shape) for e in es)
@@ -99,6 +105,8 @@ class TransferReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "checkpoint": self.checkpoint,
+            "checkpoint_kind": self.checkpoint_kind,
+            "checkpoint_description": self.checkpoint_description,
             "encoder_fraction": self.encoder_fraction,
             "decoder_fraction": self.decoder_fraction,
             "unmatched_source_stages": list(self.unmatched_source_stages),
@@ -116,6 +124,8 @@ class TransferReport:
             unmatched_source_stages=list(d.get("unmatched_source_stages", [])),
             unmatched_target_stages=list(d.get("unmatched_target_stages", [])),
             notes=list(d.get("notes", [])),
+            checkpoint_kind=d.get("checkpoint_kind"),
+            checkpoint_description=d.get("checkpoint_description"),
         )
 
     def save_json(self, path: str | os.PathLike) -> None:

@@ -35,7 +35,7 @@ import torch
 from nnunet_genesis.checkpoint import GenesisCheckpoint
 from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.safe_text import printable
-from nnunet_genesis.network import unwrap_network
+from nnunet_genesis.network import FAMILY_DESCRIPTIONS, network_family, unwrap_network
 from nnunet_genesis.transfer_report import TensorTransfer, TransferReport
 from nnunet_genesis.transfer_rules import Unmappable, adapt_tensor, describe_extra, extra_input_rule
 
@@ -76,7 +76,40 @@ def _target_tensors(net: torch.nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def _in_projection_key(net: torch.nn.Module, keys: list[str]) -> str | None:
+# The plans that build a network of the checkpoint's family, by family (the refusal of another family names it).
+FITTING_PLANNER = {
+    "ResidualEncoderUNet": "plan the dataset with a ResEnc planner (nnUNetv2_plan_and_preprocess -d DATASET -pl "
+                           "nnUNetPlannerResEncL, or M / XL) and attach with -p nnUNetResEncUNetLPlans",
+    "PlainConvUNet": "use nnU-Net's default plans (nnUNetv2_plan_and_preprocess -d DATASET, ExperimentPlanner, "
+                     "plans nnUNetPlans; attach -p nnUNetPlans), or pretrain with this dataset's plans "
+                     "(nnunet-genesis pretrain --plans-from ...)",
+    "Primus": "no CNN plan fits a transformer's weights and nnU-Net 2.8.1 plans no Primus: fine-tune it with "
+              "nnU-Net master's nnssl route (nnUNetv2_preprocess_like_nnssl, -tr PretrainedTrainer_Primusx)",
+}
+
+
+def _refuse_other_family(net: torch.nn.Module, encoder: str, stem: str, checkpoint: GenesisCheckpoint,
+                         ckpt_name: str) -> None:
+    """Weights transfer within a family only: a transformer's never into a U-Net; a ResEnc U-Net's (a stem of
+    its own) never into a PlainConvUNet's (the first encoder stage as stem), nor the reverse."""
+    named = checkpoint.metadata.get("network_class")
+    source_stem = any(k.startswith("encoder.stem.") for k in checkpoint.network_weights)
+    source = network_family(named) if isinstance(named, str) and named else \
+        ("ResidualEncoderUNet" if source_stem else "PlainConvUNet")
+    if source != "Primus" and source_stem == _separate_stem(encoder, stem):
+        return
+    target = type(net).__name__
+    target_family = "ResidualEncoderUNet" if _separate_stem(encoder, stem) else "PlainConvUNet"
+    source_family = source if source in FITTING_PLANNER else ("ResidualEncoderUNet" if source_stem
+                                                              else "PlainConvUNet")
+    raise GenesisUserError(
+        f"Checkpoint {ckpt_name} holds a {source} ({FAMILY_DESCRIPTIONS.get(source_family, source)}) but the plan "
+        f"builds a {target} ({FAMILY_DESCRIPTIONS[target_family]}); weights transfer only between networks of "
+        f"the same family. To fine-tune from this checkpoint, {FITTING_PLANNER[source_family]}.")
+
+
+def in_projection_key(net: torch.nn.Module, keys: list[str]) -> str | None:
+    """The weight of the network's first conv (the one whose shape depends on the input channels)."""
     for prefix in getattr(net, "keys_to_in_proj", ()) or ():
         if f"{prefix}.weight" in keys:
             return f"{prefix}.weight"
@@ -133,15 +166,7 @@ def transfer_weights(network: torch.nn.Module, checkpoint: GenesisCheckpoint,
     source = checkpoint.network_weights
     source_family = str(checkpoint.metadata.get("network_class", "")).rsplit(".", 1)[-1] or "network"
     ckpt_name = str(checkpoint.path) if checkpoint.path is not None else "<in-memory checkpoint>"
-    # the stem the source was trained with: its own module (ResEnc) or the first encoder stage
-    source_stem = any(k.startswith("encoder.stem.") for k in source)
-    if source_stem != _separate_stem(encoder, stem):
-        raise GenesisUserError(
-            f"Checkpoint {ckpt_name} holds a {source_family} "
-            f"({'with' if source_stem else 'without'} a separate stem) but the plan builds a {target_family} "
-            f"({'with' if _separate_stem(encoder, stem) else 'without'} one); weights transfer only between "
-            f"networks of the same family. Pretrain with the same plans (nnunet-genesis pretrain --plans-from ...)."
-        )
+    _refuse_other_family(net, encoder, stem, checkpoint, ckpt_name)
     targets = _target_tensors(net)
     keys = list(targets)
     n_tgt = _n_encoder_stages(keys, encoder)
@@ -152,7 +177,7 @@ def transfer_weights(network: torch.nn.Module, checkpoint: GenesisCheckpoint,
             f"of an nnU-Net v2 {target_family}."
         )
     offset = n_src - n_tgt  # source decoder index = target decoder index + offset
-    in_proj = _in_projection_key(net, keys)
+    in_proj = in_projection_key(net, keys)
 
     entries: list[TensorTransfer] = []
     planned: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -236,4 +261,7 @@ def transfer_weights(network: torch.nn.Module, checkpoint: GenesisCheckpoint,
                          f"{image_channels}-channel network")
     if partial_note:
         notes.append(partial_note)
-    return TransferReport(entries, ckpt_name, unmatched_source, unmatched_target, notes)
+    kind = checkpoint.metadata.get("kind")
+    return TransferReport(entries, ckpt_name, unmatched_source, unmatched_target, notes,
+                          kind if isinstance(kind, str) else None,
+                          str(checkpoint.metadata.get("description") or "") or None)

@@ -1,4 +1,7 @@
-"""``nnunet-genesis attach``: a plans variant that names the Genesis checkpoint to start from.
+"""``nnunet-genesis attach``: a plans variant that names the checkpoint to start from.
+
+The checkpoint may be of any kind ``pretrained_sources`` reads (Genesis, an nnU-Net v2 training
+checkpoint, nnssl, the official Models Genesis v1 file); the kind found is printed and recorded.
 
 The variant is a copy of the source plans (default ``nnUNetPlans``) with ``plans_name``
 changed and a ``genesis`` block added (see ``plans_block``). Every configuration keeps its
@@ -19,11 +22,15 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from nnunet_genesis.blocks import read_json
-from nnunet_genesis.checkpoint import GenesisCheckpoint, load_checkpoint, sha256_of
+from nnunet_genesis.checkpoint import sha256_of
 from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.outputs import atomic_write_text, check_output_file, json_object_with
+from nnunet_genesis.pretrained_sources import read_pretrained
+from nnunet_genesis.safe_text import printable
 from nnunet_genesis.trainers.plans_block import PLANS_KEY
-from nnunet_genesis.weight_transfer import cascade_image_channels, transfer_weights
+# the dry run lives in the core (inspect -d runs it too); its helpers are importable from here as before
+from nnunet_genesis.transfer_check import (dry_run_transfer, plans_3d_configurations, resolve_dataset_folder,  # noqa: F401
+                                           select_configurations, three_d_configurations)
 
 DEFAULT_SOURCE_PLANS = "nnUNetPlans"
 DEFAULT_VARIANT = "nnUNetPlans_genesis"
@@ -31,99 +38,15 @@ DEFAULT_VARIANT = "nnUNetPlans_genesis"
 # (nnU-Net's dataset.json, fingerprint, splits and plans never, even with --force).
 OUR_VARIANT = json_object_with(**{PLANS_KEY: dict})
 # Metadata copied into the plans so the results folder says what the checkpoint was.
-_SUMMARY_KEYS = ("format_version", "source", "network_class", "input_channels", "output_channels",
-                 "created", "versions", "pretraining", "plans_name", "dataset_name", "configuration")
-
-
-def resolve_dataset_folder(dataset: str) -> Path:
-    """nnUNet_preprocessed/DatasetXXX_NAME for an id or a name, as a user error if absent."""
-    from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
-
-    if not nnUNet_preprocessed:
-        raise GenesisUserError("nnUNet_preprocessed is not set; attach writes the plans variant into "
-                               "nnUNet_preprocessed/DATASET (see 'nnunet-genesis env').")
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
-
-    try:
-        name = maybe_convert_to_dataset_name(dataset)
-    except (RuntimeError, ValueError, AssertionError) as e:
-        raise GenesisUserError(
-            f"Dataset {dataset!r} was not found in nnUNet_raw={nnUNet_raw if nnUNet_raw else '(not set)'} or "
-            f"nnUNet_preprocessed={nnUNet_preprocessed} ({str(e).splitlines()[0]})") from None
-    folder = Path(nnUNet_preprocessed) / name
-    if not folder.is_dir():
-        raise GenesisUserError(f"{folder} does not exist: plan and preprocess dataset {name} first "
-                               f"(nnUNetv2_plan_and_preprocess -d {dataset}).")
-    return folder
-
-
-def three_d_configurations(plans: Mapping[str, Any]) -> list[str]:
-    """Names of the configurations with a 3D patch size (inheritance resolved by nnU-Net)."""
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
-    manager = PlansManager(copy.deepcopy(dict(plans)))
-    return [name for name in plans.get("configurations", {})
-            if len(manager.get_configuration(name).patch_size) == 3]
-
-
-def plans_3d_configurations(plans: Mapping[str, Any], path: Path) -> list[str]:
-    """``three_d_configurations`` of plans read from ``path``, refused (exit 2) when they are not
-    the plans nnU-Net writes (``configurations`` a list, a configuration without its settings)."""
-    configurations = plans.get("configurations")
-    broken = (f"'configurations' is a {type(configurations).__name__}, not the mapping of configuration names to "
-              f"settings that nnU-Net writes" if not isinstance(configurations, Mapping) else
-              next((f"configuration {name!r} is a {type(c).__name__}, not its settings"
-                    for name, c in configurations.items() if not isinstance(c, Mapping)), None))
-    if broken:
-        raise GenesisUserError(f"Source plans {path}: {broken}. Restore the file or plan again "
-                               f"(nnUNetv2_plan_and_preprocess).")
-    try:
-        return three_d_configurations(plans)
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise GenesisUserError(f"Source plans {path} cannot be read as nnU-Net plans ({type(e).__name__}: {e}). "
-                               f"Restore the file or plan again (nnUNetv2_plan_and_preprocess).") from None
-
-
-def dry_run_transfer(plans: Mapping[str, Any], dataset_json: Mapping[str, Any], configurations: list[str],
-                     checkpoint: GenesisCheckpoint, allow_partial: bool = False) -> dict[str, dict[str, float]]:
-    """Transfer the checkpoint onto a fresh network of each configuration; return the fractions.
-
-    Raises GenesisUserError naming the configuration when the weights cannot be mapped.
-    """
-    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
-    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
-    manager = PlansManager(copy.deepcopy(dict(plans)))
-    label_manager = manager.get_label_manager(dict(dataset_json))
-    result = {}
-    for name in configurations:
-        cm = manager.get_configuration(name)
-        # What nnUNetTrainer.build_network_architecture builds (the Genesis trainers keep it);
-        # called directly to avoid importing the whole training stack.
-        network = get_network_from_plans(
-            cm.network_arch_class_name, cm.network_arch_init_kwargs, cm.network_arch_init_kwargs_req_import,
-            determine_num_input_channels(manager, cm, dict(dataset_json)),
-            label_manager.num_segmentation_heads, allow_init=True, deep_supervision=True)
-        try:
-            # as the trainer does: a cascade's segmentation input channels start at zero
-            report = transfer_weights(network, checkpoint, include_decoder=True, allow_partial=allow_partial,
-                                      image_channels=cascade_image_channels(
-                                          dict(dataset_json), cm.previous_stage_name is not None))
-        except GenesisUserError as e:
-            raise GenesisUserError(
-                f"Checkpoint {checkpoint.path} cannot be transferred onto configuration {name!r} of "
-                f"plans '{plans.get('plans_name')}': {e} (Use --configurations to attach it for the "
-                f"configurations it fits only.)"
-            ) from None
-        result[name] = {"encoder_fraction": float(report.encoder_fraction),
-                        "decoder_fraction": float(report.decoder_fraction)}
-    return result
+_SUMMARY_KEYS = ("kind", "description", "format_version", "source", "network_class", "input_channels",
+                 "output_channels", "created", "versions", "pretraining", "plans_name", "dataset_name",
+                 "configuration", "trainer_name", "nnssl_architecture")
 
 
 def build_variant(source_plans: Mapping[str, Any], variant_name: str, source_name: str,
                   checkpoint_path: Path, sha256: str, metadata: Mapping[str, Any],
-                  transfer_check: Mapping[str, Any] | None, allow_partial: bool = False) -> dict[str, Any]:
+                  transfer_check: Mapping[str, Any] | None, allow_partial: bool = False,
+                  checkpoint_plans: Path | None = None) -> dict[str, Any]:
     """The variant dict: the source plans, renamed, with the genesis block (data_identifier kept)."""
     variant = copy.deepcopy(dict(source_plans))
     variant["plans_name"] = variant_name
@@ -137,6 +60,9 @@ def build_variant(source_plans: Mapping[str, Any], variant_name: str, source_nam
     }
     if allow_partial:
         variant[PLANS_KEY]["allow_partial_transfer"] = True
+    if checkpoint_plans is not None:  # attach --source-plans: the trainer reads the checkpoint with the same plans
+        variant[PLANS_KEY]["checkpoint_plans"] = str(checkpoint_plans)
+        variant[PLANS_KEY]["checkpoint_plans_sha256"] = sha256_of(checkpoint_plans)
     return variant
 
 
@@ -152,8 +78,12 @@ def _same_variant(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
 
 def attach(dataset: str, checkpoint: str | os.PathLike, source_plans: str = DEFAULT_SOURCE_PLANS,
            variant_name: str = DEFAULT_VARIANT, configurations: list[str] | None = None,
-           check: bool = True, force: bool = False, allow_partial: bool = False) -> Path:
-    """Write nnUNet_preprocessed/DATASET/<variant_name>.json; returns its path."""
+           check: bool = True, force: bool = False, allow_partial: bool = False,
+           checkpoint_plans: str | os.PathLike | None = None) -> Path:
+    """Write nnUNet_preprocessed/DATASET/<variant_name>.json; returns its path.
+
+    ``checkpoint`` may be any kind ``pretrained_sources`` reads; ``checkpoint_plans`` is the plans.json an
+    nnU-Net training checkpoint was trained with when it no longer lies beside it (--source-plans)."""
     if variant_name == source_plans:
         raise GenesisUserError(f"The variant name {variant_name!r} equals the source plans name; "
                                f"attach never overwrites the source plans. Choose another -n.")
@@ -166,24 +96,17 @@ def attach(dataset: str, checkpoint: str | os.PathLike, source_plans: str = DEFA
     source = read_json(folder / f"{source_plans}.json", "Source plans")
     dataset_json = read_json(folder / "dataset.json", "dataset.json")
     ckpt_path = Path(checkpoint).expanduser().resolve()
-    loaded = load_checkpoint(ckpt_path)
+    plans_path = Path(checkpoint_plans).expanduser().resolve() if checkpoint_plans is not None else None
+    loaded = read_pretrained(ckpt_path, plans_path)
     sha256 = sha256_of(ckpt_path)
 
-    available = plans_3d_configurations(source, folder / f"{source_plans}.json")
-    if configurations:
-        unknown = [c for c in configurations if c not in available]
-        if unknown:
-            raise GenesisUserError(f"Plans {folder / (source_plans + '.json')} have no 3D configuration "
-                                   f"{unknown}; 3D configurations: {available}.")
-    else:
-        configurations = available
-    if not configurations:
-        raise GenesisUserError(f"Plans {folder / (source_plans + '.json')} have no 3D configuration; "
-                               f"Genesis checkpoints are 3D networks.")
-    transfer_check = dry_run_transfer(source, dataset_json, configurations, loaded, allow_partial) if check else None
+    configurations = select_configurations(source, folder / f"{source_plans}.json", configurations)
+    transfer_check = dry_run_transfer(source, dataset_json, configurations, loaded, allow_partial,
+                                      "Use --configurations to attach it for the configurations it fits only."
+                                      ) if check else None
 
     variant = build_variant(source, variant_name, source_plans, ckpt_path, sha256, loaded.metadata,
-                            transfer_check, allow_partial)
+                            transfer_check, allow_partial, plans_path)
     if target.exists() and not force:
         existing = read_json(target, "Existing plans variant")
         if not _same_variant(existing, variant):
@@ -200,10 +123,15 @@ def attach(dataset: str, checkpoint: str | os.PathLike, source_plans: str = DEFA
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Write a plans variant nnUNet_preprocessed/DATASET/NAME.json that reuses the preprocessed "
-        "data of the source plans and names a Genesis checkpoint (path and sha256). Train with "
+        "data of the source plans and names a pretrained checkpoint of any accepted kind (path and sha256). Train with "
         "nnUNetv2_train DATASET CONFIG FOLD -tr nnUNetTrainerGenesis -p NAME.")
     parser.add_argument("-d", "--dataset", required=True, help="dataset id or name (e.g. 4 or Dataset004_Hippocampus)")
-    parser.add_argument("-c", "--checkpoint", required=True, help="Genesis checkpoint (.pth) to start from")
+    parser.add_argument("-c", "--checkpoint", required=True,
+                        help="checkpoint to start from: Genesis, nnU-Net v2 training (checkpoint_final.pth), nnssl "
+                             "or the official Models Genesis v1 file (recognised by content)")
+    parser.add_argument("--source-plans", type=Path, default=None, metavar="FILE",
+                        help="the plans.json an nnU-Net training checkpoint was trained with, when the checkpoint no "
+                             "longer lies in its results folder (recorded in the plans variant)")
     parser.add_argument("-p", "--plans", default=DEFAULT_SOURCE_PLANS,
                         help=f"source plans name (default: {DEFAULT_SOURCE_PLANS})")
     parser.add_argument("-n", "--name", default=DEFAULT_VARIANT,
@@ -221,12 +149,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     target = attach(args.dataset, args.checkpoint, args.plans, args.name, args.configurations,
-                    check=not args.skip_check, force=args.force, allow_partial=args.allow_partial_transfer)
+                    check=not args.skip_check, force=args.force, allow_partial=args.allow_partial_transfer,
+                    checkpoint_plans=args.source_plans)
     variant = json.loads(target.read_text())
     block = variant[PLANS_KEY]
+    found = block["checkpoint_metadata"]
     print(f"Wrote {target}")
     print(f"  checkpoint {block['checkpoint']}")
     print(f"  sha256     {block['sha256']}")
+    print(printable(f"  kind       {found.get('kind')}: {found.get('description')}"))
     for name, fractions in (block["transfer_check"] or {}).items():
         print(f"  {name}: {fractions['encoder_fraction']:.1%} of encoder and "
               f"{fractions['decoder_fraction']:.1%} of decoder parameters transfer")

@@ -26,9 +26,10 @@ import torch
 
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunet_genesis.checkpoint import load_checkpoint, load_training_checkpoint, pretrained_weights_requested
+from nnunet_genesis.checkpoint import load_training_checkpoint, pretrained_weights_requested
 from nnunet_genesis.network import unwrap_network
 from nnunet_genesis.outputs import written_then_renamed
+from nnunet_genesis.pretrained_sources import read_pretrained
 from nnunet_genesis.errors import GenesisUserError, read_trainer_block, refuse_training, stopped_on_a_full_disk
 
 from nnunet_genesis.trainers.freezing import ParameterFreezer
@@ -280,11 +281,12 @@ class nnUNetTrainerGenesis(nnUNetTrainerWarmupPoly):
             )
 
     def transfer_genesis_weights(self):
-        """Verify, load and transfer the plans' Genesis checkpoint; print and save the report."""
+        """Verify, load (any kind ``pretrained_sources`` reads) and transfer the plans' checkpoint; print and
+        save the report."""
 
         try:
             path = self.genesis_block.verified_checkpoint()
-            checkpoint = load_checkpoint(path)
+            checkpoint = read_pretrained(path, self.genesis_block.verified_checkpoint_plans())
             # a cascade's input is the image followed by the previous stage's one-hot segmentation:
             # only the image channels get pretrained weights, the segmentation channels start at zero
             report = transfer_weights(unwrap_network(self.network), checkpoint, include_decoder=self.start.include_decoder,

@@ -11,6 +11,8 @@ and sha256 it started from. Layout::
         "attached": "2025-01-01T12:00:00+00:00",
         "checkpoint_metadata": {...short summary...},
         "transfer_check": {"3d_fullres": {"encoder_fraction": 1.0, "decoder_fraction": 1.0}},
+        "checkpoint_plans": "/abs/path/plans.json",      # only with attach --source-plans (nnU-Net
+        "checkpoint_plans_sha256": "<hex digest>",       # checkpoints moved out of their results folder)
     }
 """
 
@@ -37,6 +39,8 @@ class GenesisPlansBlock:
     plans_name: str
     dataset_name: str = "DATASET"
     allow_partial_transfer: bool = False  # attach --allow-partial-transfer
+    checkpoint_plans: Path | None = None  # attach --source-plans: the plans the checkpoint was trained with
+    checkpoint_plans_sha256: str | None = None
 
     @classmethod
     def from_plans(cls, plans: Mapping[str, Any], who: str = "A Genesis trainer") -> "GenesisPlansBlock":
@@ -58,28 +62,47 @@ class GenesisPlansBlock:
                 f"The '{PLANS_KEY}' block of the {where} lacks {missing}; re-create the variant with "
                 f"'nnunet-genesis attach'."
             )
+        plans_file = block.get("checkpoint_plans")
+        if plans_file is not None and not (isinstance(plans_file, str) and plans_file
+                                           and isinstance(block.get("checkpoint_plans_sha256"), str)):
+            raise GenesisUserError(
+                f"The '{PLANS_KEY}' block of the {where} names checkpoint_plans without its "
+                f"checkpoint_plans_sha256; re-create the variant with 'nnunet-genesis attach --source-plans'.")
         return cls(Path(block["checkpoint"]), block["sha256"], block.get("source_plans"), plans_name,
-                   str(plans.get("dataset_name", "DATASET")), block.get("allow_partial_transfer") is True)
+                   str(plans.get("dataset_name", "DATASET")), block.get("allow_partial_transfer") is True,
+                   Path(plans_file) if plans_file else None, block.get("checkpoint_plans_sha256"))
 
     def _reattach_hint(self, checkpoint: str) -> str:
         source = f" -p {self.source_plans}" if self.source_plans else ""
-        return (f"'nnunet-genesis attach -d {self.dataset_name} -c {checkpoint}{source} "
+        plans = f" --source-plans {shlex.quote(str(self.checkpoint_plans))}" if self.checkpoint_plans else ""
+        return (f"'nnunet-genesis attach -d {self.dataset_name} -c {checkpoint}{source}{plans} "
                 f"-n {self.plans_name} --force'")
 
     def verified_checkpoint(self) -> Path:
         """The checkpoint path after checking that it exists and still has the recorded sha256."""
-        if not self.checkpoint.is_file():
+        return self._verified(self.checkpoint, self.sha256, "Genesis checkpoint", "the weights")
+
+    def verified_checkpoint_plans(self) -> Path | None:
+        """The plans the checkpoint is read with (attach --source-plans), checked as the checkpoint is; None
+        when the checkpoint describes its network itself."""
+        if self.checkpoint_plans is None:
+            return None
+        return self._verified(self.checkpoint_plans, str(self.checkpoint_plans_sha256),
+                              "plans file of the checkpoint (--source-plans)", "the network")
+
+    def _verified(self, path: Path, sha256: str, what: str, names: str) -> Path:
+        if not path.is_file():
             raise GenesisUserError(
-                f"The Genesis checkpoint {self.checkpoint} named in plans '{self.plans_name}' does not "
+                f"The {what} {path} named in plans '{self.plans_name}' does not "
                 f"exist (moved or deleted?). Restore the file, or attach the checkpoint again with "
                 f"{self._reattach_hint('NEW_PATH')}. Training was not started."
             )
-        digest = sha256_of(self.checkpoint)
-        if digest != self.sha256:
+        digest = sha256_of(path)
+        if digest != sha256:
             raise GenesisUserError(
-                f"The Genesis checkpoint {self.checkpoint} has changed since it was attached to plans "
-                f"'{self.plans_name}': its sha256 is {digest}, the plans record {self.sha256}. "
-                f"A model must start from the weights its plans name; if the new file is intended, "
+                f"The {what} {path} has changed since it was attached to plans "
+                f"'{self.plans_name}': its sha256 is {digest}, the plans record {sha256}. "
+                f"A model must start from {names} its plans name; if the new file is intended, "
                 f"attach it again with {self._reattach_hint(shlex.quote(str(self.checkpoint)))}. Training was not started."
             )
-        return self.checkpoint
+        return path

@@ -267,3 +267,142 @@ def test_the_committed_cpu_results_import_under_the_current_settings():
     runs = protocol.importable_runs(results, expected)
     assert {r["arm"] for r in runs} <= set(protocol.ARMS) and len(runs) == 66
     assert {(r["K"], r["seed"]) for r in runs} == {(k, s) for k in (5, 20) for s in (0, 1, 2)}
+
+
+# --- --checkpoint NAME=PATH: an arm fine-tuned from any accepted file with the default start
+
+def _small_genesis_checkpoint(path: Path, seed: int = 0) -> Path:
+    """A Genesis checkpoint of a two-stage PlainConvUNet (random weights; ``seed`` changes the file)."""
+    import torch
+
+    from nnunet_genesis.checkpoint import save_checkpoint
+    from nnunet_genesis.network import build_network, universal_genesis_arch
+
+    meta = universal_genesis_arch(1, 1)
+    meta["network_kwargs"].update(n_stages=2, features_per_stage=[4, 8], kernel_sizes=[[3, 3, 3]] * 2,
+                                  strides=[[1, 1, 1], [2, 2, 2]], n_conv_per_stage=[1, 1], n_conv_per_stage_decoder=[1])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        network = build_network(meta)
+    return save_checkpoint(path, network.state_dict(), dict(meta, source="pretrain"))
+
+
+def test_a_checkpoint_arm_needs_a_new_name():
+    assert protocol.parse_checkpoint_arm("supervised=~/m.pth") == ("supervised", Path("~/m.pth").expanduser())
+    assert protocol.parse_checkpoint_arm("genesis_nnssl-2=a=b.pth")[0] == "genesis_nnssl-2"
+    for spec, match in (("model.pth", "expected NAME=PATH"), ("=m.pth", "expected NAME=PATH"),
+                        ("supervised=", "expected NAME=PATH"), ("my arm=m.pth", "letters, digits"),
+                        ("a/b=m.pth", "letters, digits"), ("_x=m.pth", "begin with"), ("a__b=m.pth", "'__'"),
+                        ("x" * 41 + "=m.pth", "1 to 40"), ("genesis=m.pth", "an arm of the benchmark already"),
+                        ("scratch=m.pth", "an arm of the benchmark already"),
+                        ("Genesis=m.pth", "an arm of the benchmark already")):
+        with pytest.raises(GenesisUserError, match=match) as e:
+            protocol.parse_checkpoint_arm(spec)
+        assert "\n" not in str(e.value)  # one paragraph
+
+
+def test_checkpoint_arms_are_read_verified_and_hashed_up_front(tmp_path):
+    from nnunet_genesis.checkpoint import sha256_of
+
+    ckpt = _small_genesis_checkpoint(tmp_path / "a.pth")
+    arms = protocol.read_checkpoint_arms([f"mine={ckpt}", f"again={ckpt}"])
+    assert list(arms) == ["mine", "again"]
+    assert arms["mine"].kind == "genesis" and arms["mine"].sha256 == sha256_of(ckpt) and arms["mine"].path == ckpt
+    assert arms["mine"].to_dict()["sha256"] == sha256_of(ckpt)
+    with pytest.raises(GenesisUserError, match="more than once"):
+        protocol.read_checkpoint_arms([f"mine={ckpt}", f"mine={ckpt}"])
+    with pytest.raises(GenesisUserError, match="no such file"):
+        protocol.read_checkpoint_arms([f"mine={tmp_path / 'missing.pth'}"])
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(GenesisUserError, match="--checkpoint junk: ") as e:
+        protocol.read_checkpoint_arms([f"junk={tmp_path / 'junk.pth'}"])
+    assert "junk.pth" in str(e.value)
+    # every name is checked before any file is read
+    with pytest.raises(GenesisUserError, match="an arm of the benchmark already"):
+        protocol.read_checkpoint_arms([f"junk={tmp_path / 'junk.pth'}", f"stock={ckpt}"])
+
+
+def test_a_checkpoint_arm_trains_the_default_start_on_plans_of_its_own(tmp_path):
+    ckpt = _small_genesis_checkpoint(tmp_path / "a.pth")
+    arms = protocol.read_checkpoint_arms([f"mine={ckpt}"])
+    bench = protocol.TransferBenchmark(tmp_path / "out", tmp_path / "Task04_Hippocampus", "cpu", "cpu",
+                                       protocol.SETTINGS["cpu"], 0, None, checkpoint_arms=arms)
+    assert bench.trainer_and_plans("mine") == (protocol.ARMS["genesis"][0], "nnUNetPlans_bench_cpu_ckpt_mine")
+    assert protocol.CHECKPOINT_ARM_TRAINER == "nnUNetTrainerGenesis_demo"
+    assert bench.trainer_and_plans("genesis") == ("nnUNetTrainerGenesis_demo", "nnUNetPlans_bench_cpu_genesis")
+    assert bench.reads_checkpoint("mine") and bench.reads_checkpoint("genesis") and not bench.reads_checkpoint("stock")
+    # no pretraining where no arm reads the Genesis checkpoint; one attach per --checkpoint arm
+    assert [s.name for s in bench.shared_steps(pretrain=False)] == ["convert", "preprocess", "attach_ckpt_mine"]
+    assert [s.name for s in bench.shared_steps()] == ["convert", "preprocess", "pretrain", "attach",
+                                                      "attach_ckpt_mine"]
+    # the attach step is done only for this file at this path
+    bench.ws.mark_done("attach_ckpt_mine", 1.0, {"checkpoint": str(ckpt), "sha256": arms["mine"].sha256})
+    bench.shared_steps()
+    assert bench.ws.is_done("attach_ckpt_mine")
+    bench.ws.mark_done("attach_ckpt_mine", 1.0, {"checkpoint": str(tmp_path / "moved.pth"),
+                                                 "sha256": arms["mine"].sha256})
+    bench.shared_steps()
+    assert not bench.ws.is_done("attach_ckpt_mine")
+
+
+def test_finished_units_of_another_checkpoint_are_refused_not_mixed(tmp_path):
+    ckpt = _small_genesis_checkpoint(tmp_path / "a.pth")
+    other = _small_genesis_checkpoint(tmp_path / "b.pth", seed=1)
+    arms = protocol.read_checkpoint_arms([f"mine={ckpt}"])
+    record = dict(_record(5, 0, "mine", {"a": 0.5}, [1, 1]), checkpoint=arms["mine"].to_dict())
+    write_json_atomic(record, protocol.unit_path(tmp_path, "K5_seed0_mine"))
+    protocol.refuse_mixed_checkpoints(tmp_path, arms)  # the same file: accepted
+    protocol.refuse_mixed_checkpoints(tmp_path, protocol.read_checkpoint_arms([f"mine={tmp_path / 'a.pth'}"]))
+    protocol.refuse_mixed_checkpoints(tmp_path, protocol.read_checkpoint_arms([f"theirs={other}"]))  # another name
+    with pytest.raises(GenesisUserError, match="never mixed under one name") as e:
+        protocol.refuse_mixed_checkpoints(tmp_path, protocol.read_checkpoint_arms([f"mine={other}"]))
+    assert "K5_seed0_mine" in str(e.value) and arms["mine"].sha256 in str(e.value) and "\n" not in str(e.value)
+    # a registry start never takes the units of a --checkpoint arm of its name for its own
+    write_json_atomic(dict(record, arm="genesis"), protocol.unit_path(tmp_path, "K5_seed0_genesis"))
+    protocol.refuse_mixed_checkpoints(tmp_path, {}, ["scratch", "stock"])
+    with pytest.raises(GenesisUserError, match="not units of the start 'genesis'"):
+        protocol.refuse_mixed_checkpoints(tmp_path, {}, ["genesis", "scratch"])
+
+
+def test_checkpoint_arms_get_the_same_records_statistics_and_plot(transfer, hippocampus_dir, tmp_path, capsys,
+                                                                  monkeypatch):
+    """--report-only over finished units: a --checkpoint arm is summarised against scratch, gets the
+    criteria and its line in the plot, and its file is named in the results; another file under the
+    same name is refused."""
+    monkeypatch.setattr(transfer, "cpu_has_native_bf16", lambda: True)
+    ckpt = _small_genesis_checkpoint(tmp_path / "a.pth")
+    other = _small_genesis_checkpoint(tmp_path / "b.pth", seed=1)
+    arm = protocol.read_checkpoint_arms([f"mine={ckpt}"])["mine"]
+    out = tmp_path / "out"
+    config = {"msd_task": str(Path(hippocampus_dir).resolve()), "device": "cpu", "setting": "cpu",
+              "values": asdict(protocol.SETTINGS["cpu"]), "split_seed": 0, "max_cases": None}
+    write_json_atomic(config, out / "benchmark_config.json")
+    write_json_atomic({"evaluation": ["a", "b", "c"], "val": ["v"], "pool": [], "plan": {}, "schedule": {}},
+                      out / "state" / "cases.json")
+    rng = np.random.default_rng(0)
+    for seed in (0, 1):
+        base = {c: float(rng.uniform(0.3, 0.6)) for c in "abc"}
+        write_json_atomic(_record(5, seed, "scratch", base, [2, 3]), protocol.unit_path(out, f"K5_seed{seed}_scratch"))
+        write_json_atomic(dict(_record(5, seed, "mine", {c: v + 0.1 for c, v in base.items()}, [1, 3]),
+                               checkpoint=arm.to_dict()), protocol.unit_path(out, f"K5_seed{seed}_mine"))
+    handler = signal.getsignal(signal.SIGTERM)
+    argv = ["--msd-task", str(hippocampus_dir), "-o", str(out), "--report-only", "--labelled", "5", "--seeds", "0",
+            "1", "--arms", "scratch"]
+    try:
+        rc = transfer.main([*argv, "--checkpoint", f"mine={ckpt}"])
+        assert rc == 0, capsys.readouterr().err
+        results = json.loads((out / "transfer_results.json").read_text())
+        assert results["arms"] == ["scratch", "mine"]
+        assert results["checkpoint_arms"] == {"mine": arm.to_dict()}
+        vs = results["summary"]["5"]["1"]["arms"]["mine"]["dice"]["vs_scratch"]
+        assert vs["mean_diff"] == pytest.approx(0.1) and vs["n_seeds"] == 2
+        assert [(c["arm"], c["seed"]) for c in results["criteria"]] == [("mine", 0), ("mine", 1)]
+        assert (out / "transfer_dice_vs_k.png").is_file() and "mine" in capsys.readouterr().out
+        rc = transfer.main([*argv, "--checkpoint", f"mine={other}"])
+        err = capsys.readouterr().err
+        assert rc == 2 and "never mixed under one name" in err and err.count("\n") == 1
+        rc = transfer.main([*argv, "--checkpoint", f"genesis={ckpt}"])
+        err = capsys.readouterr().err
+        assert rc == 2 and "an arm of the benchmark already" in err and err.count("\n") == 1
+    finally:
+        signal.signal(signal.SIGTERM, handler)

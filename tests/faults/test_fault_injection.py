@@ -266,6 +266,58 @@ def _(w, t):
     return Case(_v1(w.ckpt, t / "g.pth"), ("--force",))
 
 
+# export -------------------------------------------------------------------------------------
+
+def _export(src: Path, out: Path, *extra: str) -> list[str]:
+    return ["export", str(src), "--format", "nnssl", "-o", str(out), *extra]
+
+
+for _name, _make, _needle in [
+    ("missing", lambda w, t: t / "absent.pth", "does not exist"),
+    ("random-bytes", lambda w, t: junk(t / "r.pth"), "not a torch file"),
+    ("truncated", lambda w, t: truncated(w.ckpt, t / "cut.pth", 0.5), "truncated"),
+    ("runs-code", lambda w, t: torch_file(t / "e.pth", {"network_weights": {}, "x": _RunsCode(t / "ran")}),
+     "holds the global"),
+    ("not-a-checkpoint", lambda w, t: torch_file(t / "n.pth", {"a": 1}), "n.pth"),
+    ("no-patch-size", lambda w, t: w.ckpt, "--patch-size"),  # the shared checkpoint records none
+    ("weights-do-not-fit", lambda w, t: ckpt_with(w, t / "w.pth", lambda o: o["network_weights"].pop(
+        "decoder.seg_layers.0.weight")), "decoder.seg_layers.0.weight"),
+]:
+    def _make_case(w, t, _make=_make, _needle=_needle):
+        src = _make(w, t)
+        return Case(_export(src, t / "out" / "n.pth"), (_needle, str(src)))
+    case(f"export/{_name}")(_make_case)
+
+
+@case("export/patch-size-not-a-multiple-of-the-strides")
+def _(w, t):
+    return Case(_export(w.ckpt, t / "n.pth", "--patch-size", "16", "30", "32"), ("--patch-size", "[4, 4, 4]"))
+
+
+@case("export/unknown-format")
+def _(w, t):
+    return Case(["export", str(w.ckpt), "--format", "onnx", "-o", str(t / "n.pth")], ("--format",))
+
+
+@case("export/existing-output-without-force")
+def _(w, t):
+    a_file(t / "n.pth")
+    return Case(_export(w.ckpt, t / "n.pth", "--patch-size", "16", "32", "32"), ("--force",))
+
+
+@case("export/force-onto-a-file-it-did-not-write")
+def _(w, t):
+    src = shutil.copy(w.ckpt, t / "theirs.pth")  # a torch checkpoint, but no export
+    return Case(_export(w.ckpt, Path(src), "--patch-size", "16", "32", "32", "--force"),
+                ("not written by this command",))
+
+
+@case("export/output-is-its-input")
+def _(w, t):
+    src = shutil.copy(w.ckpt, t / "g.pth")
+    return Case(_export(Path(src), Path(src), "--patch-size", "16", "32", "32", "--force"), ("input of this command",))
+
+
 # evaluate -----------------------------------------------------------------------------------
 
 def _evaluate(pred: Path, ref: Path, out: Path, *extra: str) -> list[str]:

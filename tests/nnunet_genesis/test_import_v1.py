@@ -154,3 +154,20 @@ def test_not_a_v1_checkpoint(tmp_path, capsys):
     assert "state_dict" in capsys.readouterr().err
     assert main(["import-v1", str(tmp_path / "missing.model"), str(tmp_path / "o.pth")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_the_official_file_is_read_directly_by_content(v1_model, tmp_path):
+    """attach, inspect and the trainers take the v1 file as it is (converted in memory as import-v1 converts it),
+    whatever its name."""
+    from nnunet_genesis.pretrained_sources import read_pretrained
+
+    path, _ = v1_model
+    renamed = tmp_path / "weights.bin"
+    renamed.write_bytes(path.read_bytes())
+    direct = read_pretrained(renamed)
+    assert direct.metadata["kind"] == "models-genesis-v1" and direct.metadata["v1_epoch"] == 10
+    assert main(["import-v1", str(path), str(tmp_path / "g.pth")]) == 0
+    converted = load_checkpoint(tmp_path / "g.pth")
+    assert direct.network_weights.keys() == converted.network_weights.keys()
+    assert all(torch.equal(direct.network_weights[k], converted.network_weights[k]) for k in direct.network_weights)
+    assert direct.metadata["network_kwargs"] == converted.metadata["network_kwargs"]

@@ -14,6 +14,8 @@ from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.network import build_network, universal_genesis_arch
 from nnunet_genesis.weight_transfer import TransferReport, transfer_weights
 
+from pretrained_files import resenc_arch
+
 # Dataset004_Hippocampus 3d_fullres as nnUNetv2_plan_experiment 2.8.1 plans it (10-case subset,
 # spacing 1x1x1 mm, patch 40x56x40).
 HIPPOCAMPUS_KWARGS = {
@@ -180,28 +182,12 @@ def test_encoder_only_leaves_decoder_untouched(universal):
                        src.encoder.stages[0][0].convs[0].conv.weight)
 
 
-def _resenc(features, input_channels=1):
-    return {
-        "network_class": "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet",
-        "network_kwargs": {
-            "n_stages": len(features), "features_per_stage": features,
-            "conv_op": "torch.nn.modules.conv.Conv3d", "kernel_sizes": [[3, 3, 3]] * len(features),
-            "strides": [[1, 1, 1]] + [[2, 2, 2]] * (len(features) - 1),
-            "n_blocks_per_stage": [1, 2, 2][:len(features)], "n_conv_per_stage_decoder": [1] * (len(features) - 1),
-            "conv_bias": True, "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
-            "norm_op_kwargs": {"eps": 1e-05, "affine": True}, "dropout_op": None, "dropout_op_kwargs": None,
-            "nonlin": "torch.nn.LeakyReLU", "nonlin_kwargs": {"inplace": True}},
-        "network_kwargs_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
-        "input_channels": input_channels, "output_channels": 1,
-    }
-
-
 def test_residual_encoder_unet_supported_and_family_mismatch_refused(tmp_path, universal):
-    meta = _resenc([8, 16, 32])
+    meta = resenc_arch([8, 16, 32])
     src = build_network(meta)
     path = save_checkpoint(tmp_path / "resenc.pth", src.state_dict(), dict(meta, source="pretrain"))
     ckpt = load_checkpoint(path)
-    target = build_network(_resenc([8, 16], input_channels=2))
+    target = build_network(resenc_arch([8, 16], input_channels=2))
     report = transfer_weights(target, ckpt)
     assert report.encoder_fraction == 1.0 and report.decoder_fraction == 1.0
     assert report.unmatched_source_stages == ["encoder.stages.2", "decoder.stages.0 (level 1)"]

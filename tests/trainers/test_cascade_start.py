@@ -58,17 +58,17 @@ def test_genesis_trainer_starts_the_segmentation_channels_at_zero(env, hippocamp
 
 def test_attach_checks_the_cascade_with_its_image_channels(env, hippocampus_plans, make_genesis_checkpoint,
                                                            tmp_path, monkeypatch, capsys):
-    from nnunet_genesis.trainers import attach
+    from nnunet_genesis import transfer_check
 
     seen = {}
-    real = attach.transfer_weights
+    real = transfer_check.transfer_weights
 
     def spy(network, checkpoint, **kwargs):
         report = real(network, checkpoint, **kwargs)
         seen[input_channels_of(network)] = (kwargs.get("image_channels"), report)
         return report
 
-    monkeypatch.setattr(attach, "transfer_weights", spy)  # the name attach calls
+    monkeypatch.setattr(transfer_check, "transfer_weights", spy)  # the name attach's dry run calls
     ckpt = make_genesis_checkpoint(tmp_path / "genesis.pth", seed=6)
     source = with_cascade(hippocampus_plans, "nnUNetPlans_cascadeSource")
     (env["preprocessed"] / "nnUNetPlans_cascadeSource.json").write_text(json.dumps(source, indent=4))

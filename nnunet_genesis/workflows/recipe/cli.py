@@ -29,7 +29,8 @@ from nnunet_genesis.evaluation.msd_tasks import get_task, task_for_dataset_name
 from nnunet_genesis.evaluation.segmentations import DEFAULT_FILE_ENDING, file_ending_from_dataset_json
 from nnunet_genesis.workflows.recipe.state import check_same_recipe, finished_recipe_of_task, owns_output
 from nnunet_genesis.workflows.recipe.folders import trained_checkpoint_sha256
-from nnunet_genesis.checkpoint import load_checkpoint, sha256_of
+from nnunet_genesis.checkpoint import sha256_of
+from nnunet_genesis.pretrained_sources import read_pretrained
 from nnunet_genesis.outputs import check_output_dir, check_output_file
 from nnunet_genesis.trainers.attach import resolve_dataset_folder
 from nnunet_genesis.workflows.recipe.render import render_commands, write_slurm
@@ -271,7 +272,7 @@ def resolve(args: argparse.Namespace):
         images_ts=_images_ts(args, raw, facts.name, file_ending_from_dataset_json(folder) or DEFAULT_FILE_ENDING), task=task, other_tasks=other_tasks, output=output,
         work_dir=work.root)
     check_same_recipe(work, settings)
-    load_checkpoint(checkpoint)  # refuses a file that is no Genesis checkpoint (attach checks the transfer)
+    read_pretrained(checkpoint)  # refuses a file of none of the accepted kinds (attach checks the transfer)
     attach_needed = _attach_needed(settings, facts)
     _refuse_foreign_results(settings, facts, results)
     return build_plan(settings, facts, results, attach_needed)
