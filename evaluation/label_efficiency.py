@@ -193,6 +193,11 @@ def table(results: dict) -> str:
 
 
 def plot(results: dict, path: Path, arm_order: Sequence[str] = ()) -> None:
+    """Dice vs K per label: each arm's mean with its 95 % CI as an error bar.
+
+    Arms are dodged sideways so that overlapping intervals stay readable, and the Dice axis spans
+    the data rather than 0-1: the differences that matter here are a few hundredths.
+    """
     summary = results["summary"]
     ks = sorted(int(k) for k in summary)
     if not ks:
@@ -200,22 +205,28 @@ def plot(results: dict, path: Path, arm_order: Sequence[str] = ()) -> None:
     labels = list(summary[str(ks[0])])
     arms = sorted({a for k in summary for lab in summary[k].values() for a in lab["arms"]},
                   key=lambda a: _rank(a, arm_order))
-    fig = new_figure(figsize=(5 * len(labels), 4))
+    legend_rows = -(-len(arms) // 6)
+    fig = new_figure(figsize=(5 * len(labels), 4 + 0.3 * legend_rows))
     axes = fig.subplots(1, len(labels), squeeze=False)
+    step = min(1.06, 1.35 ** (1 / max(len(arms) - 1, 1)))  # all arms of one K within a factor 1.35
+    dodge = step ** (np.arange(len(arms)) - (len(arms) - 1) / 2)  # multiplicative: the K axis is log
+    colours = [f"C{i}" for i in range(10)] if len(arms) <= 10 else [f"tab:{c}" for c in (
+        "blue", "orange", "green", "red", "purple", "brown", "pink", "gray", "olive", "cyan")] + ["black", "gold"]
     for ax, label in zip(axes[0], labels):
-        for arm in arms:
-            xs, mean, lo, hi = [], [], [], []
+        for i, (arm, shift) in enumerate(zip(arms, dodge)):
+            xs, mean, err = [], [], [[], []]
             for k in ks:
                 row = summary[str(k)][label]["arms"].get(arm)
                 if row is None:
                     continue
-                xs.append(k)
-                mean.append(row["dice"]["mean"])
-                ci = row["dice"]["ci95"] or [row["dice"]["mean"]] * 2
-                lo.append(ci[0])
-                hi.append(ci[1])
-            line, = ax.plot(xs, mean, "o-" if arm != BASELINE else "s--", label=arm)
-            ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15)
+                m = row["dice"]["mean"]
+                lo, hi = row["dice"]["ci95"] or [m, m]
+                xs.append(k * shift)
+                mean.append(m)
+                err[0].append(m - lo)
+                err[1].append(hi - m)
+            ax.errorbar(xs, mean, yerr=err, fmt="o-" if arm != BASELINE else "s--", capsize=3, label=arm,
+                        color=colours[i % len(colours)])
         ax.set_title(f"{summary[str(ks[0])][label]['name']} (label {label})")
         ax.set_xlabel("labelled training cases K")
         ax.set_ylabel("Dice (mean, 95 % CI over seeds x cases)")
@@ -223,9 +234,9 @@ def plot(results: dict, path: Path, arm_order: Sequence[str] = ()) -> None:
         ax.minorticks_off()  # the log axis would label minor ticks such as 6 x 10^0
         ax.set_xticks(ks)
         ax.set_xticklabels([str(k) for k in ks])
-        ax.set_ylim(0, 1)
+        ax.set_xlim(min(ks) / 1.4, max(ks) * 1.4)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", ncol=min(len(arms), 6), fontsize=8)
     fig.suptitle(f"{results['task']}: label efficiency ({results['setting']} setting)")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07 * legend_rows, 1, 1))
     save_figure(fig, path, dpi=110)

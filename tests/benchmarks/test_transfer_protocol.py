@@ -228,6 +228,10 @@ def test_plot_writes_a_png(tmp_path):
     results = {"task": "T", "setting": "cpu", "summary": label_efficiency.summarize(runs, n_boot=200)}
     label_efficiency.plot(results, tmp_path / "p.png")
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    one_k = {"task": "T", "setting": "cpu", "summary": label_efficiency.summarize(
+        [r for r in runs if r["K"] == 5], n_boot=200)}  # one K: the CIs are error bars, not a band of width 0
+    label_efficiency.plot(one_k, tmp_path / "one.png")
+    assert (tmp_path / "one.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_first_epoch_above_half_on_every_label():

@@ -55,3 +55,21 @@ def test_the_supervised_source_has_the_benchmarks_cpu_reduction_and_never_hippoc
     write_json_atomic(dict(json.loads(json.dumps(vars(source))), seed=1), tmp_path / "s" / sources.CONFIG_FILE)
     assert sources.main(["supervised", "-o", str(tmp_path / "s"), "--cpu-bf16", "off"]) == 2
     assert "seed: recorded 1, now 0" in capsys.readouterr().err
+
+
+def test_the_committed_source_records_hold_what_the_docs_say():
+    """benchmarks/results/sources_k5.json (docs/benchmark_transfer.md, "Other sources against Genesis"):
+    the nnssl round trip's arm equals genesis on every seed, both extra arms name their file by sha256,
+    and the records import under the current settings like cpu.json."""
+    from dataclasses import asdict
+    from pathlib import Path
+
+    results = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "sources_k5.json"
+    data = json.loads(results.read_text())
+    rows = sources.compare_arms(data["runs"], "genesis", "genesis_nnssl")
+    assert [(r["seed"], r["identical"]) for r in rows] == [(0, True), (1, True), (2, True)]
+    assert {a: v["kind"] for a, v in data["checkpoint_arms"].items()} == {"supervised": "nnunet", "genesis_nnssl": "nnssl"}
+    assert all(len(v["sha256"]) == 64 for v in data["checkpoint_arms"].values())
+    expected = {"task": "Task04_Hippocampus", "device": "cpu", "setting": "cpu",
+                "setting_values": asdict(protocol.SETTINGS["cpu"]), "split_seed": 0}
+    assert len(protocol.importable_runs(results, expected)) == 15  # 5 arms x 3 seeds, the settings of cpu.json
