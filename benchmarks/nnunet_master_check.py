@@ -34,7 +34,7 @@ import sys
 from pathlib import Path
 
 from nnunet_genesis.checkpoint import sha256_of
-from nnunet_genesis.errors import GenesisUserError
+from nnunet_genesis.errors import GenesisUserError, script_exit_code
 from nnunet_genesis.outputs import write_json_atomic
 from nnunet_genesis.run_identity import refuse_other_identity
 from nnunet_genesis.workflows.nnunet_steps import NnunetSteps
@@ -226,14 +226,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        return run(args)
-    except GenesisUserError as e:
-        print(f"nnunet_master_check.py: error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("nnunet_master_check.py: interrupted; re-run the same command to continue.", file=sys.stderr)
-        return 130
+    return script_exit_code("nnunet_master_check.py", lambda: run(args),
+                            "interrupted; re-run the same command to continue.")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from nnunet_genesis.checkpoint import sha256_of
 from nnunet_genesis.cpu_speed import cpu_has_native_bf16
-from nnunet_genesis.errors import GenesisUserError
+from nnunet_genesis.errors import GenesisUserError, script_exit_code
 from nnunet_genesis.outputs import write_json_atomic
 from nnunet_genesis.run_identity import refuse_other_identity
 from nnunet_genesis.splits import seeded_chunks, write_splits
@@ -215,14 +215,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        return args.run(args)
-    except GenesisUserError as e:
-        print(f"transfer_sources.py: error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("transfer_sources.py: interrupted; re-run the same command to continue.", file=sys.stderr)
-        return 130
+    return script_exit_code("transfer_sources.py", lambda: args.run(args),
+                            "interrupted; re-run the same command to continue.")
 
 
 if __name__ == "__main__":

@@ -44,6 +44,21 @@ def refuse_training(message: str, state: str = "training not started") -> Traini
     return TrainingRefused(message)
 
 
+def script_exit_code(prog: str, run: Callable[[], int], interrupted: str = "interrupted.") -> int:
+    """A script's exit code for ``run()``: a user error prints one paragraph (``prog: error: ...``) and
+    gives its exit code, Ctrl-C prints ``prog: interrupted`` and gives 130; never a traceback."""
+    import sys
+
+    try:
+        return run()
+    except GenesisUserError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"{prog}: {interrupted}", file=sys.stderr)
+        return 130
+
+
 def read_trainer_block(reader: Callable[..., T], plans: Mapping[str, Any], trainer: object) -> T:
     """A plans block read in a trainer's ``__init__`` (``reader(plans, who=...)``); a user error
     there stops ``nnUNetv2_train`` with the message and exit 2 instead of a traceback."""

@@ -10,12 +10,21 @@ import sys
 import nnunet_master_check as check  # benchmarks/, put on the path by conftest.py
 
 
-def test_a_source_tree_without_the_nnssl_route_is_refused_before_anything_is_written(tmp_path, capsys):
+def _inputs(tmp_path):
+    """A fake master checkout (only the file the check looks for), a task folder and a checkpoint file."""
+    src = tmp_path / "nnUNet"
+    (src / check.MASTER_MARKER).parent.mkdir(parents=True)
+    (src / check.MASTER_MARKER).write_text("")
     task = tmp_path / "Task04_Hippocampus"
     task.mkdir()
     (task / "dataset.json").write_text("{}")
     ckpt = tmp_path / "c.pth"
     ckpt.write_bytes(b"x")
+    return src, task, ckpt
+
+
+def test_a_source_tree_without_the_nnssl_route_is_refused_before_anything_is_written(tmp_path, capsys):
+    _, task, ckpt = _inputs(tmp_path)
     out = tmp_path / "out"
     rc = check.main(["--nnunet-src", str(tmp_path), "--checkpoint", str(ckpt), "--msd-task", str(task), "-o", str(out)])
     err = capsys.readouterr().err
@@ -24,15 +33,10 @@ def test_a_source_tree_without_the_nnssl_route_is_refused_before_anything_is_wri
 
 
 def test_bad_task_and_missing_checkpoint_exit_2(tmp_path, capsys):
-    src = tmp_path / "nnUNet"
-    (src / check.MASTER_MARKER).parent.mkdir(parents=True)
-    (src / check.MASTER_MARKER).write_text("")
+    src, task, _ = _inputs(tmp_path)
     args = ["--nnunet-src", str(src), "-o", str(tmp_path / "out")]
     assert check.main([*args, "--checkpoint", "c.pth", "--msd-task", str(tmp_path)]) == 2
     assert "not a Decathlon task folder" in capsys.readouterr().err
-    task = tmp_path / "Task04_Hippocampus"
-    task.mkdir()
-    (task / "dataset.json").write_text("{}")
     assert check.main([*args, "--checkpoint", str(tmp_path / "absent.pth"), "--msd-task", str(task)]) == 2
     assert "absent.pth: no such checkpoint file" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
@@ -71,21 +75,13 @@ def test_the_verdict_needs_every_encoder_tensor_the_load_line_and_the_citations(
 
 
 def test_a_folder_of_another_check_is_refused(tmp_path, capsys):
-    src = tmp_path / "nnUNet"
-    (src / check.MASTER_MARKER).parent.mkdir(parents=True)
-    (src / check.MASTER_MARKER).write_text("")
-    task = tmp_path / "Task04_Hippocampus"
-    task.mkdir()
-    (task / "dataset.json").write_text("{}")
-    ckpt = tmp_path / "c.pth"
-    ckpt.write_bytes(b"another file")
+    src, task, ckpt = _inputs(tmp_path)
     out = tmp_path / "out"
     out.mkdir()
     (out / check.CONFIG_FILE).write_text('{"checkpoint_sha256": "0000"}')
-    rc = check.main(["--nnunet-src", str(src), "--checkpoint", str(ckpt), "--msd-task", str(task), "-o", str(out)])
-    assert rc == 2 and "checkpoint_sha256" in capsys.readouterr().err
+    args = ["--nnunet-src", str(src), "--checkpoint", str(ckpt), "--msd-task", str(task), "-o", str(out)]
+    assert check.main(args) == 2 and "checkpoint_sha256" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == [check.CONFIG_FILE]
     (out / check.CONFIG_FILE).unlink()
     (out / "mine.txt").write_text("not a check's")
-    assert check.main(["--nnunet-src", str(src), "--checkpoint", str(ckpt), "--msd-task", str(task), "-o", str(out)]) == 2
-    assert "is not a master-check folder" in capsys.readouterr().err
+    assert check.main(args) == 2 and "is not a master-check folder" in capsys.readouterr().err
