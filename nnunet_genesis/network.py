@@ -27,6 +27,19 @@ RESIDUAL_ENCODER_UNET = "dynamic_network_architectures.architectures.unet.Residu
 # Packages whose classes a checkpoint may name (the network class and the *_op/nonlin kwargs).
 _TRUSTED_PACKAGES = ("dynamic_network_architectures.", "torch.nn.", "nnunetv2.", "nnunet_genesis.")
 
+# The conv-block settings every nnU-Net 3D plan writes (bias, instance norm, no dropout, leaky ReLU),
+# shared by the architectures this package names itself; the *_op entries are class names to import.
+NNUNET_3D_BLOCK_KWARGS: dict[str, Any] = {
+    "conv_bias": True,
+    "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
+    "norm_op_kwargs": {"eps": 1e-05, "affine": True},
+    "dropout_op": None,
+    "dropout_op_kwargs": None,
+    "nonlin": "torch.nn.LeakyReLU",
+    "nonlin_kwargs": {"inplace": True},
+}
+REQUIRES_IMPORT = ("conv_op", "norm_op", "dropout_op", "nonlin")
+
 # The universal Genesis plan: the 6-stage 3D U-Net of the official Models Genesis nnU-Net
 # (pools [2,2,2] x4 then [1,2,2], 3x3x3 kernels, 32..320 features), as nnU-Net v2 arch_kwargs.
 _UNIVERSAL_KWARGS: dict[str, Any] = {
@@ -37,15 +50,8 @@ _UNIVERSAL_KWARGS: dict[str, Any] = {
     "strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]],
     "n_conv_per_stage": [2] * 6,
     "n_conv_per_stage_decoder": [2] * 5,
-    "conv_bias": True,
-    "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
-    "norm_op_kwargs": {"eps": 1e-05, "affine": True},
-    "dropout_op": None,
-    "dropout_op_kwargs": None,
-    "nonlin": "torch.nn.LeakyReLU",
-    "nonlin_kwargs": {"inplace": True},
+    **NNUNET_3D_BLOCK_KWARGS,
 }
-_REQUIRES_IMPORT = ["conv_op", "norm_op", "dropout_op", "nonlin"]
 
 
 # The families weights transfer within (network_family), with what each is.
@@ -97,7 +103,7 @@ def universal_genesis_arch(input_channels: int = 1, output_channels: int = 1) ->
     return {
         "network_class": PLAIN_CONV_UNET,
         "network_kwargs": copy.deepcopy(_UNIVERSAL_KWARGS),
-        "network_kwargs_requires_import": list(_REQUIRES_IMPORT),
+        "network_kwargs_requires_import": list(REQUIRES_IMPORT),
         "input_channels": int(input_channels),
         "output_channels": int(output_channels),
     }

@@ -41,7 +41,8 @@ from nnunet_genesis.checkpoint import (GenesisCheckpoint, checkpoint_from_object
                                        strip_prefixes, verify_network_weights)
 from nnunet_genesis.errors import GenesisUserError
 from nnunet_genesis.import_v1 import convert_v1_state_dict, holds_v1_network, v1_state_dict
-from nnunet_genesis.network import (PLAIN_CONV_UNET, RESIDUAL_ENCODER_UNET, build_skeleton, network_family)
+from nnunet_genesis.network import (NNUNET_3D_BLOCK_KWARGS, PLAIN_CONV_UNET, REQUIRES_IMPORT, RESIDUAL_ENCODER_UNET,
+                                    build_skeleton, network_family)
 from nnunet_genesis.safe_text import printable
 from nnunet_genesis.weight_transfer import HEAD_PREFIX, in_projection_key
 
@@ -50,7 +51,6 @@ ACCEPTED = ("a Genesis checkpoint (nnunet-genesis pretrain or import-v1), an nnU
             "(checkpoint_final.pth / checkpoint_best.pth), an nnssl checkpoint (network_weights with an "
             "nnssl_adaptation_plan) or the official Models Genesis v1 file")
 NNSSL_PLAN = "nnssl_adaptation_plan"
-_IMPORTED_OPS = ("conv_op", "norm_op", "dropout_op", "nonlin")
 # nnssl's named CNN preset, as dynamic-network-architectures kwargs (the network nnU-Net master builds for it)
 RESENC_L_KWARGS: dict[str, Any] = {
     "n_stages": 6,
@@ -60,13 +60,7 @@ RESENC_L_KWARGS: dict[str, Any] = {
     "strides": [[1, 1, 1]] + [[2, 2, 2]] * 5,
     "n_blocks_per_stage": [1, 3, 4, 6, 6, 6],
     "n_conv_per_stage_decoder": [1] * 5,
-    "conv_bias": True,
-    "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
-    "norm_op_kwargs": {"eps": 1e-05, "affine": True},
-    "dropout_op": None,
-    "dropout_op_kwargs": None,
-    "nonlin": "torch.nn.LeakyReLU",
-    "nonlin_kwargs": {"inplace": True},
+    **NNUNET_3D_BLOCK_KWARGS,
 }
 # NoSkipResEncL is nnssl's ResEnc-L encoder with a decoder of its own: its decoder never fits and is dropped
 _NNSSL_PRESETS = {"ResEncL": RESENC_L_KWARGS, "NoSkipResEncL": RESENC_L_KWARGS}
@@ -316,7 +310,7 @@ def _nnssl_cnn_architecture(name: str, arch_plans: Mapping[str, Any], channels: 
     ResidualEncoderUNet / PlainConvUNet (dotted names ending so count, as in nnU-Net master)."""
     if name in _NNSSL_PRESETS:
         cls, kwargs = RESIDUAL_ENCODER_UNET, copy.deepcopy(_NNSSL_PRESETS[name])
-        requires = [k for k in _IMPORTED_OPS if k in kwargs]
+        requires = [k for k in REQUIRES_IMPORT if k in kwargs]
     elif network_family(name) in ("ResidualEncoderUNet", "PlainConvUNet"):
         kwargs = arch_plans.get("arch_kwargs")
         if not isinstance(kwargs, dict) or not kwargs:
@@ -327,7 +321,7 @@ def _nnssl_cnn_architecture(name: str, arch_plans: Mapping[str, Any], channels: 
         short = name.rsplit(".", 1)[-1]
         cls = name if "." in name else (RESIDUAL_ENCODER_UNET if short == "ResidualEncoderUNet" else PLAIN_CONV_UNET)
         requires = arch_plans.get("arch_kwargs_requiring_import")
-        requires = list(requires) if isinstance(requires, (list, tuple)) else [k for k in _IMPORTED_OPS if k in kwargs]
+        requires = list(requires) if isinstance(requires, (list, tuple)) else [k for k in REQUIRES_IMPORT if k in kwargs]
         kwargs = copy.deepcopy(kwargs)
     else:
         raise GenesisUserError(
