@@ -61,7 +61,7 @@ import torch
 from batchgeneratorsv2.transforms.base.basic_transform import BasicTransform
 from tqdm import tqdm
 
-from nnunet_genesis.errors import GenesisUserError
+from nnunet_genesis.errors import GenesisUserError, script_exit_code
 from nnunet_genesis.network import unwrap_network
 from nnunet_genesis.outputs import (check_output_dir, check_output_file, json_object_with, new_figure,
                                     png_written_by_us, save_figure, write_json_atomic)
@@ -584,6 +584,11 @@ def measure(state: RunState, settings: Settings) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    return script_exit_code("pretrain_throughput.py", lambda: run(args, argv))
+
+
+def run(args: argparse.Namespace, argv=None) -> int:
+    """The benchmark of ``args`` in a scratch folder removed at the end (``--keep-scratch`` keeps it)."""
     scratch = None
     try:
         source = source_from(args)
@@ -614,12 +619,6 @@ def main(argv=None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(results, out / RESULTS_FILE)
         plot(results, out / PLOT_FILE)
-    except GenesisUserError as e:
-        print(f"pretrain_throughput.py: error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("pretrain_throughput.py: interrupted.", file=sys.stderr)
-        return 130
     finally:
         if scratch is not None:
             if args.keep_scratch:

@@ -40,7 +40,7 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from nnunet_genesis.errors import GenesisUserError
+from nnunet_genesis.errors import GenesisUserError, script_exit_code
 from nnunet_genesis.evaluation.label_efficiency import BASELINE, criteria, plot, summarize, table, unfair_runs
 from transfer_protocol import (ARMS, CHECKPOINT_FREE_ARMS, DEFAULT_ARMS, QUICK, SETTINGS, Setting, TransferBenchmark,
                                attach_step, import_runs, importable_runs, load_runs, pending_units,
@@ -157,6 +157,12 @@ def main(argv=None) -> int:
 
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # a kill stops the running commands too
     args = parse_args(argv)
+    return script_exit_code("transfer.py", lambda: run(args),
+                            "interrupted; finished units are kept, re-run the same command to continue.")
+
+
+def run(args: argparse.Namespace) -> int:
+    """The benchmark of ``args``; user errors raise ``GenesisUserError`` (exit 2, one paragraph)."""
     setting_name = args.setting or ("cpu" if args.device == "cpu" else "full")
     setting = SETTINGS[setting_name]
     if args.quick:
@@ -174,105 +180,97 @@ def main(argv=None) -> int:
     seeds = sorted(set(args.seeds))
     arms = sorted(set(args.arms) | {BASELINE}, key=list(ARMS).index)
     jobs = args.jobs if args.jobs is not None else (2 if args.device == "cpu" and (os.cpu_count() or 1) >= 2 else 1)
-    try:
-        check_msd_folder(msd, args.max_cases)
-        if min(ks) < 1:
-            raise GenesisUserError("--labelled values must be at least 1.")
-        if jobs < 1:
-            raise GenesisUserError(f"--jobs {jobs}: must be at least 1.")
-        checkpoint_arms = read_checkpoint_arms(args.checkpoint)  # every file read and verified up front
-        arms += list(checkpoint_arms)
-        if args.device == "cuda":
-            import torch
+    check_msd_folder(msd, args.max_cases)
+    if min(ks) < 1:
+        raise GenesisUserError("--labelled values must be at least 1.")
+    if jobs < 1:
+        raise GenesisUserError(f"--jobs {jobs}: must be at least 1.")
+    checkpoint_arms = read_checkpoint_arms(args.checkpoint)  # every file read and verified up front
+    arms += list(checkpoint_arms)
+    if args.device == "cuda":
+        import torch
 
-            if args.cpu_bf16 == "on":
-                raise GenesisUserError("--cpu-bf16 on: only for --device cpu (on a GPU nnU-Net already trains "
-                                       "under float16 autocast).")
-            if not torch.cuda.is_available():
-                raise GenesisUserError("--device cuda: PyTorch sees no CUDA GPU here.")
-            jobs = 1
-        setting, precision, warning = resolve_cpu_bf16(setting, args.cpu_bf16, args.device)
-        if precision:
-            print(f"transfer.py: fine-tuning precision: {precision}")
-        if warning:
-            print(f"transfer.py: warning: {warning}", file=sys.stderr)
-        # a float32 run where the setting's default is bfloat16 gets a folder of its own: results stay apart
-        suffix = ("_quick" if args.quick else "") + ("_float32" if default_bf16 and not setting.cpu_bf16 else "")
-        out = (args.output or Path(__file__).resolve().parent / "output" /
-               f"transfer_{msd.name}_{setting_name}{suffix}").resolve()
-        # what determines every unit's result; K, seeds and arms may grow between invocations
-        config = {"msd_task": str(msd), "device": args.device, "setting": setting_name, "values": asdict(setting),
-                  "split_seed": args.split_seed, "max_cases": args.max_cases}
-        config_file = out / CONFIG_FILE
-        refuse_other_identity(json.loads(config_file.read_text()) if config_file.is_file() else None, config, out,
-                              "a benchmark run", "Choose another -o folder or delete that one, or repeat that run's "
-                              "options (--labelled, --seeds and --arms may change between runs of one folder).")
-        if out.is_dir() and any(out.iterdir()) and not config_file.is_file():
-            raise GenesisUserError(f"{out} is not empty and is not a benchmark folder; choose another -o.")
-        refuse_mixed_checkpoints(out, checkpoint_arms, [arm for arm in arms if arm in ARMS])
-        bench = TransferBenchmark(out, msd, args.device, setting_name, setting, args.split_seed, args.max_cases, jobs,
-                                  checkpoint_arms)
-        t0 = time.monotonic()
-        units = [(k, s, a) for k in ks for s in seeds for a in arms]
-        if args.report_only:
-            if args.import_runs is not None:
-                raise GenesisUserError("--import-runs writes records; it cannot be combined with --report-only.")
-            if not bench.cases_file.is_file():
-                raise GenesisUserError(f"--report-only: {out} holds no prepared benchmark ({bench.cases_file} is "
-                                       f"missing); run without --report-only first.")
-            durations = {n: float(bench.ws.done_info(n).get("seconds", 0.0)) for n in ("convert", "preprocess",
-                         "pretrain", "attach", *map(attach_step, checkpoint_arms))
-                         if bench.ws.is_done(n)}
-            missing = pending_units(out, units)
-            if missing:
-                print(f"--report-only: {len(missing)} of {len(units)} unit(s) not finished yet, reported without: "
-                      + ", ".join(unit_name(*u) for u in missing))
-        else:
-            imported = source = None
-            if args.import_runs is not None:  # refused before anything runs
-                source = args.import_runs.expanduser().resolve()
-                imported = importable_runs(source, {"task": msd.name, "device": args.device, "setting": setting_name,
-                                                    "setting_values": asdict(setting), "split_seed": args.split_seed})
-            out.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(config, config_file)
-            bench.ws.make()
-            print(f"transfer benchmark in {out} (logs: {bench.ws.logs}); K {ks}, seeds {seeds}, arms {arms}, "
-                  f"{jobs} job(s) at a time")
-            for arm in checkpoint_arms.values():
-                print(f"  arm {arm.name}: {arm.kind} checkpoint {arm.path} (sha256 {arm.sha256[:16]}...), "
-                      f"the default start")
-            # the pretraining only where an arm reads it (a --checkpoint arm does not)
-            pretrain = any(ARMS[arm][1] for arm in arms if arm in ARMS)
-            durations = run_steps(bench.ws, bench.shared_steps(pretrain), "transfer").seconds
-            folds = bench.register_folds(ks, seeds)
-            if imported is not None:
-                names = import_runs(imported, source, out, bench.cases()["pool"], units)
-                print(f"imported from {args.import_runs}: " + (", ".join(names) if names else "nothing (no pending "
-                      f"{'/'.join(CHECKPOINT_FREE_ARMS)} unit there)"))
-            todo = pending_units(out, units)
-            print(f"{len(units) - len(todo)} of {len(units)} unit(s) done earlier (skipped); {len(todo)} to run")
-            run_units(bench, todo, folds)
-        runs = [r for r in load_runs(out) if r["K"] in ks and r["seed"] in seeds and r["arm"] in arms]
-        cases = bench.cases()
-        results = {"task": msd.name, "setting": setting_name, "device": args.device, "setting_values": asdict(setting),
-                   "split_seed": args.split_seed, "plan": cases["plan"], "schedule": cases["schedule"],
-                   "n_eval": len(cases["evaluation"]), "n_val": len(cases["val"]), "labelled": ks, "seeds": seeds,
-                   "arms": arms, "checkpoint_arms": {name: arm.to_dict() for name, arm in checkpoint_arms.items()},
-                   "shared_seconds": {n: round(v, 1) for n, v in durations.items()},
-                   "this_invocation_seconds": round(time.monotonic() - t0, 1),
-                   "summary": summarize(runs, arm_order=arms),
-                   "criteria": [c for arm in arms if bench.reads_checkpoint(arm) for c in criteria(runs, arm)],
-                   "unfair_runs": unfair_runs(runs),
-                   "runs": runs}
-        write_json_atomic(results, out / RESULTS_FILE)
-        plot(results, out / PLOT_FILE, arm_order=arms)
-    except GenesisUserError as e:
-        print(f"transfer.py: error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("transfer.py: interrupted; finished units are kept, re-run the same command to continue.",
-              file=sys.stderr)
-        return 130
+        if args.cpu_bf16 == "on":
+            raise GenesisUserError("--cpu-bf16 on: only for --device cpu (on a GPU nnU-Net already trains "
+                                   "under float16 autocast).")
+        if not torch.cuda.is_available():
+            raise GenesisUserError("--device cuda: PyTorch sees no CUDA GPU here.")
+        jobs = 1
+    setting, precision, warning = resolve_cpu_bf16(setting, args.cpu_bf16, args.device)
+    if precision:
+        print(f"transfer.py: fine-tuning precision: {precision}")
+    if warning:
+        print(f"transfer.py: warning: {warning}", file=sys.stderr)
+    # a float32 run where the setting's default is bfloat16 gets a folder of its own: results stay apart
+    suffix = ("_quick" if args.quick else "") + ("_float32" if default_bf16 and not setting.cpu_bf16 else "")
+    out = (args.output or Path(__file__).resolve().parent / "output" /
+           f"transfer_{msd.name}_{setting_name}{suffix}").resolve()
+    # what determines every unit's result; K, seeds and arms may grow between invocations
+    config = {"msd_task": str(msd), "device": args.device, "setting": setting_name, "values": asdict(setting),
+              "split_seed": args.split_seed, "max_cases": args.max_cases}
+    config_file = out / CONFIG_FILE
+    refuse_other_identity(json.loads(config_file.read_text()) if config_file.is_file() else None, config, out,
+                          "a benchmark run", "Choose another -o folder or delete that one, or repeat that run's "
+                          "options (--labelled, --seeds and --arms may change between runs of one folder).")
+    if out.is_dir() and any(out.iterdir()) and not config_file.is_file():
+        raise GenesisUserError(f"{out} is not empty and is not a benchmark folder; choose another -o.")
+    refuse_mixed_checkpoints(out, checkpoint_arms, [arm for arm in arms if arm in ARMS])
+    bench = TransferBenchmark(out, msd, args.device, setting_name, setting, args.split_seed, args.max_cases, jobs,
+                              checkpoint_arms)
+    t0 = time.monotonic()
+    units = [(k, s, a) for k in ks for s in seeds for a in arms]
+    if args.report_only:
+        if args.import_runs is not None:
+            raise GenesisUserError("--import-runs writes records; it cannot be combined with --report-only.")
+        if not bench.cases_file.is_file():
+            raise GenesisUserError(f"--report-only: {out} holds no prepared benchmark ({bench.cases_file} is "
+                                   f"missing); run without --report-only first.")
+        durations = {n: float(bench.ws.done_info(n).get("seconds", 0.0)) for n in ("convert", "preprocess",
+                     "pretrain", "attach", *map(attach_step, checkpoint_arms))
+                     if bench.ws.is_done(n)}
+        missing = pending_units(out, units)
+        if missing:
+            print(f"--report-only: {len(missing)} of {len(units)} unit(s) not finished yet, reported without: "
+                  + ", ".join(unit_name(*u) for u in missing))
+    else:
+        imported = source = None
+        if args.import_runs is not None:  # refused before anything runs
+            source = args.import_runs.expanduser().resolve()
+            imported = importable_runs(source, {"task": msd.name, "device": args.device, "setting": setting_name,
+                                                "setting_values": asdict(setting), "split_seed": args.split_seed})
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(config, config_file)
+        bench.ws.make()
+        print(f"transfer benchmark in {out} (logs: {bench.ws.logs}); K {ks}, seeds {seeds}, arms {arms}, "
+              f"{jobs} job(s) at a time")
+        for arm in checkpoint_arms.values():
+            print(f"  arm {arm.name}: {arm.kind} checkpoint {arm.path} (sha256 {arm.sha256[:16]}...), "
+                  f"the default start")
+        # the pretraining only where an arm reads it (a --checkpoint arm does not)
+        pretrain = any(ARMS[arm][1] for arm in arms if arm in ARMS)
+        durations = run_steps(bench.ws, bench.shared_steps(pretrain), "transfer").seconds
+        folds = bench.register_folds(ks, seeds)
+        if imported is not None:
+            names = import_runs(imported, source, out, bench.cases()["pool"], units)
+            print(f"imported from {args.import_runs}: " + (", ".join(names) if names else "nothing (no pending "
+                  f"{'/'.join(CHECKPOINT_FREE_ARMS)} unit there)"))
+        todo = pending_units(out, units)
+        print(f"{len(units) - len(todo)} of {len(units)} unit(s) done earlier (skipped); {len(todo)} to run")
+        run_units(bench, todo, folds)
+    runs = [r for r in load_runs(out) if r["K"] in ks and r["seed"] in seeds and r["arm"] in arms]
+    cases = bench.cases()
+    results = {"task": msd.name, "setting": setting_name, "device": args.device, "setting_values": asdict(setting),
+               "split_seed": args.split_seed, "plan": cases["plan"], "schedule": cases["schedule"],
+               "n_eval": len(cases["evaluation"]), "n_val": len(cases["val"]), "labelled": ks, "seeds": seeds,
+               "arms": arms, "checkpoint_arms": {name: arm.to_dict() for name, arm in checkpoint_arms.items()},
+               "shared_seconds": {n: round(v, 1) for n, v in durations.items()},
+               "this_invocation_seconds": round(time.monotonic() - t0, 1),
+               "summary": summarize(runs, arm_order=arms),
+               "criteria": [c for arm in arms if bench.reads_checkpoint(arm) for c in criteria(runs, arm)],
+               "unfair_runs": unfair_runs(runs),
+               "runs": runs}
+    write_json_atomic(results, out / RESULTS_FILE)
+    plot(results, out / PLOT_FILE, arm_order=arms)
     print()
     print(table(results))
     print(f"\nresults: {out / RESULTS_FILE}\nplot:    {out / PLOT_FILE}")
