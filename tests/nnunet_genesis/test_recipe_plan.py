@@ -22,6 +22,7 @@ from nnunet_genesis import cli
 from nnunet_genesis.checkpoint import save_checkpoint
 from nnunet_genesis.workflows.recipe.folders import CONTINUE, FINISHED, FRESH, VALIDATE, fold_status
 from nnunet_genesis.workflows.recipe.plan import PREDICT, SELECT, TRAIN, Model, is_product, prediction_steps, select_command
+from stand_ins import stand_in_sbatch
 
 DATASET = "Dataset004_Hippocampus"
 CONFIGS = ("2d", "3d_fullres", "3d_lowres", "3d_cascade_fullres")
@@ -420,12 +421,7 @@ def test_slurm_script_submits_in_order_and_array_tasks_resume(fake, tmp_path):
     script = tmp_path / "recipe.sh"
     assert cli.main(_args(fake, "--configurations", "3d_fullres", "--folds", "0", "1", "2", "3", "--device", "cpu",
                           "--slurm", str(script))) == 0
-    jobs, fakebin = tmp_path / "jobs", tmp_path / "bin"
-    jobs.mkdir()
-    fakebin.mkdir()
-    (fakebin / "sbatch").write_text(f'#!/bin/bash\nn=$(ls {jobs} | grep -c "sh$")\necho "$@" > {jobs}/$n.args\n'
-                                    f'cat > {jobs}/$n.sh\necho $((100 + n))\n')
-    (fakebin / "sbatch").chmod(0o755)
+    jobs, fakebin = stand_in_sbatch(tmp_path, "$((100 + n))")
     env = {"PATH": f"{fakebin}:/usr/bin:/bin", "HOME": str(tmp_path)}
     r = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

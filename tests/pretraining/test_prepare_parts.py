@@ -18,6 +18,7 @@ import pytest
 
 from nnunet_genesis.cli import main
 from nnunet_genesis.pretraining.parts import share
+from stand_ins import stand_in_sbatch
 
 PLANS = "genesisUniversalPlans"
 
@@ -182,12 +183,7 @@ def test_slurm_parts_script_submits_the_array_then_merge_and_training(corpus, on
     assert not out.exists()  # nothing prepared here
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
 
-    jobs, fakebin = tmp_path / "jobs", tmp_path / "bin"
-    jobs.mkdir()
-    fakebin.mkdir()
-    (fakebin / "sbatch").write_text(f'#!/bin/bash\nn=$(ls {jobs} | grep -c "sh$")\necho "$@" > {jobs}/$n.args\n'
-                                    f'cat > {jobs}/$n.sh\necho "$((500 + n));cluster1"\n')
-    (fakebin / "sbatch").chmod(0o755)
+    jobs, fakebin = stand_in_sbatch(tmp_path, '"$((500 + n));cluster1"')
     r = subprocess.run(["bash", str(script)], env={"PATH": f"{fakebin}:/usr/bin:/bin", "HOME": str(tmp_path)},
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

@@ -12,7 +12,6 @@ import os
 import shlex
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ import SimpleITK as sitk
 import torch
 
 from damage import bit_flipped
+from stand_ins import timed_run
 from nnunet_genesis.checkpoint import load_checkpoint, numpy_safe_globals, save_checkpoint, sha256_of
 from nnunet_genesis.trainers.attach import attach
 
@@ -47,15 +47,10 @@ def cmd_env(hippocampus_preprocessed, tmp_path_factory) -> dict[str, str]:
     return env
 
 
-def _run(cmd: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    t0 = time.perf_counter()
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    print(f"{Path(cmd[0]).name}: rc {r.returncode} in {time.perf_counter() - t0:.1f} s")
-    return r
 
 
 def _train(plans: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return _run([str(BIN / "nnUNetv2_train"), "4", "3d_fullres", "0", "-tr", TRAINER, "-p", plans,
+    return timed_run([str(BIN / "nnUNetv2_train"), "4", "3d_fullres", "0", "-tr", TRAINER, "-p", plans,
                  "-device", "cpu"], env)
 
 
@@ -66,7 +61,7 @@ def _output_folder(env: dict[str, str], plans: str) -> Path:
 def test_smoke_train_then_predict_with_stock_commands(cmd_env, make_genesis_checkpoint, tmp_path):
     plans = "nnUNetPlans_genesisCmdTest"
     ckpt = make_genesis_checkpoint(tmp_path / "genesis_final.pth")
-    r = _run([str(BIN / "nnunet-genesis"), "attach", "-d", "4", "-c", str(ckpt), "-n", plans], cmd_env)
+    r = timed_run([str(BIN / "nnunet-genesis"), "attach", "-d", "4", "-c", str(ckpt), "-n", plans], cmd_env)
     assert r.returncode == 0, r.stderr
 
     r = _train(plans, cmd_env)
@@ -89,7 +84,7 @@ def test_smoke_train_then_predict_with_stock_commands(cmd_env, make_genesis_chec
     ckpt.unlink()  # prediction must not need the Genesis checkpoint
     images = Path(cmd_env["nnUNet_raw"]) / "Dataset004_Hippocampus" / "imagesTs"
     pred = tmp_path / "pred"
-    r = _run([str(BIN / "nnUNetv2_predict"), "-i", str(images), "-o", str(pred), "-d", "4", "-c", "3d_fullres",
+    r = timed_run([str(BIN / "nnUNetv2_predict"), "-i", str(images), "-o", str(pred), "-d", "4", "-c", "3d_fullres",
               "-f", "0", "-tr", TRAINER, "-p", plans, "-device", "cpu", "-npp", "1", "-nps", "1",
               "--disable_progress_bar"], cmd_env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -163,7 +158,7 @@ def test_pretrained_weights_option_never_unpickles_the_file(cmd_env, make_genesi
     attach("4", make_genesis_checkpoint(tmp_path / "genesis_final.pth"), variant_name=plans)
     marker = tmp_path / "code_ran"
     evil = _evil_checkpoint(tmp_path / "evil.pth", marker)
-    r = _run([str(BIN / "nnUNetv2_train"), "4", "3d_fullres", "0", "-tr", TRAINER, "-p", plans, "-device", "cpu",
+    r = timed_run([str(BIN / "nnUNetv2_train"), "4", "3d_fullres", "0", "-tr", TRAINER, "-p", plans, "-device", "cpu",
               "-pretrained_weights", str(evil)], cmd_env)
     assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
     assert not marker.exists()
@@ -189,7 +184,7 @@ def test_continue_refuses_a_training_checkpoint_that_needs_code(damage, needle, 
     else:
         ckpt = make_genesis_checkpoint(out / "checkpoint_latest.pth")
         bit_flipped(ckpt, ckpt)
-    r = _run([str(BIN / "nnUNetv2_train"), "4", "3d_fullres", "0", "-tr", TRAINER, "-p", plans, "-device", "cpu",
+    r = timed_run([str(BIN / "nnUNetv2_train"), "4", "3d_fullres", "0", "-tr", TRAINER, "-p", plans, "-device", "cpu",
               "--c"], cmd_env)
     assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
     assert not marker.exists()
@@ -202,7 +197,7 @@ def test_scratch_trainer_refuses_pretrained_weights(cmd_env, tmp_path):
     nnU-Net would unpickle the file with weights_only=False."""
     marker = tmp_path / "code_ran"
     evil = _evil_checkpoint(tmp_path / "evil.pth", marker)
-    r = _run([str(BIN / "nnUNetv2_train"), "4", "3d_fullres", "0", "-tr", "nnUNetTrainerScratch_smoke", "-p",
+    r = timed_run([str(BIN / "nnUNetv2_train"), "4", "3d_fullres", "0", "-tr", "nnUNetTrainerScratch_smoke", "-p",
               "nnUNetPlans", "-device", "cpu", "-pretrained_weights", str(evil)], cmd_env)
     assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
     assert not marker.exists()
@@ -214,7 +209,7 @@ def test_pretraining_trainer_continue_refuses_a_hostile_checkpoint(cmd_env, tmp_
     from nnunet_genesis.pretraining.launch import RunState
 
     out = tmp_path / "pretrain"
-    r = _run([str(BIN / "nnunet-genesis"), "pretrain", "-d", "4", "--plans-from", "4", "-o", str(out), "--device",
+    r = timed_run([str(BIN / "nnunet-genesis"), "pretrain", "-d", "4", "--plans-from", "4", "-o", str(out), "--device",
               "cpu", "--workers", "0", "--patch-size", "16", "16", "16", "--batch-size", "2", "--val-patches", "2",
               "--prepare-only"], cmd_env)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
@@ -226,7 +221,7 @@ def test_pretraining_trainer_continue_refuses_a_hostile_checkpoint(cmd_env, tmp_
     env = dict(cmd_env, nnUNet_raw=str(state.nnunet_folders.raw),
                nnUNet_preprocessed=str(state.nnunet_folders.preprocessed),
                nnUNet_results=str(state.nnunet_folders.results))
-    r = _run([str(BIN / "nnUNetv2_train"), state.dataset_name, state.configuration, str(state.fold), "-tr",
+    r = timed_run([str(BIN / "nnUNetv2_train"), state.dataset_name, state.configuration, str(state.fold), "-tr",
               "nnUNetTrainerGenesisPretrain", "-p", state.plans_identifier, "-device", "cpu", "--c"], env)
     assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
     assert not marker.exists()

@@ -5,9 +5,7 @@ ResEnc plan nnU-Net's own ResEnc planner makes, and ``inspect -d`` showing the d
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +17,7 @@ from nnunet_genesis.environment import environment_for_nnunet
 from nnunet_genesis.network import arch_from_plans, build_network
 
 from pretrained_files import nnssl_checkpoint, nnssl_plan
+from stand_ins import timed_run
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -33,11 +32,6 @@ def run_env(hippocampus_preprocessed, cpu_nnunet_env, tmp_path_factory) -> dict[
     return env
 
 
-def _run(cmd: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    t0 = time.perf_counter()
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    print(f"{Path(cmd[0]).name} {' '.join(cmd[1:3])}: rc {r.returncode} in {time.perf_counter() - t0:.1f} s")
-    return r
 
 
 def _in_process_env(monkeypatch, env: dict[str, str]) -> None:
@@ -61,7 +55,7 @@ def _other_plans(preprocessed: Path, name: str) -> None:
 def test_nnunet_checkpoint_of_one_plan_fine_tunes_another(run_env, hippocampus_preprocessed, tmp_path, monkeypatch,
                                                           capsys):
     # a real nnU-Net training checkpoint: nnU-Net's save_checkpoint after a smoke schedule
-    r = _run([str(BIN / "nnUNetv2_train"), "4", "3d_fullres", "0", "-tr", "nnUNetTrainerScratch_smoke",
+    r = timed_run([str(BIN / "nnUNetv2_train"), "4", "3d_fullres", "0", "-tr", "nnUNetTrainerScratch_smoke",
               "-device", "cpu"], run_env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     trained = Path(run_env["nnUNet_results"]) / DATASET / "nnUNetTrainerScratch_smoke__nnUNetPlans__3d_fullres"
@@ -89,7 +83,7 @@ def test_nnunet_checkpoint_of_one_plan_fine_tunes_another(run_env, hippocampus_p
     assert block["transfer_check"] == {"3d_fullres": {"encoder_fraction": 1.0, "decoder_fraction": 1.0}}
 
     # the stock command fine-tunes from it; the trainer reads the checkpoint with the recorded plans
-    r = _run([str(BIN / "nnUNetv2_train"), "4", "3d_fullres", "0", "-tr", "nnUNetTrainerGenesis_smoke",
+    r = timed_run([str(BIN / "nnUNetv2_train"), "4", "3d_fullres", "0", "-tr", "nnUNetTrainerGenesis_smoke",
               "-p", "nnUNetPlans_srcOther_nnunet", "-device", "cpu"], run_env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "kind: nnunet (nnU-Net v2 training checkpoint" in r.stdout
@@ -107,7 +101,7 @@ def test_nnssl_checkpoint_attaches_to_the_resenc_plan(run_env, hippocampus_prepr
                                                       capsys):
     plans_name = "nnUNetResEncUNetMPlans_srcTest"
     # the planner's VRAM estimate sets torch's threads to nnUNet_n_proc_DA, which must not be 0 there
-    r = _run([str(BIN / "nnUNetv2_plan_experiment"), "-d", "4", "-pl", "nnUNetPlannerResEncM",
+    r = timed_run([str(BIN / "nnUNetv2_plan_experiment"), "-d", "4", "-pl", "nnUNetPlannerResEncM",
               "-overwrite_plans_name", plans_name], dict(run_env, nnUNet_n_proc_DA="1"))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     preprocessed = hippocampus_preprocessed["nnUNet_preprocessed"] / DATASET
